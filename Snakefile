@@ -1,0 +1,16 @@
+# convergent: do networks trained from different seeds learn the same representations?
+# Usage: snakemake --cores all [--use-conda] [--configfile workflow/configs/<preset>.yaml]
+# Stages live in workflow/rules/; the config schema in workflow/schemas/.
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/extract.smk"
+include: "workflow/rules/statistics.smk"
+include: "workflow/rules/summary.smk"
+# Analyses (each appends its targets to TARGETS):
+
+
+rule all:
+    default_target: True
+    input:
+        TARGETS,

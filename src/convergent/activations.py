@@ -1,0 +1,121 @@
+"""The activation HDF5 contract, and reading it back (no torch needed: analysis steps stay light).
+
+Written by :mod:`convergent.extraction`.
+
+File layout (one file per network, self-describing; DESIGN.md "Activations HDF5"):
+
+* ``/probe/image_index`` (int): dataset indices (into the held-out split) of the probe images.
+* ``/layers/{layer}/samples`` (float, ``[n_samples, n_units]``): post-ReLU activations. Conv
+  layers: ``positions_per_image`` positions per probe image, drawn from an RNG seeded by the
+  config and the layer name only, so every network gets the same positions and rows are paired.
+* ``/layers/{layer}/positions`` (int ``[n_samples, 3]``: probe image, y, x), conv layers only.
+* ``/layers/{layer}/top_activations`` (compound ``[n_units, k]`` of ``image, y, x, value``): each
+  unit's k strongest activations over every probe image and every position; ``image`` is the
+  row in the probe set (index ``/probe/image_index`` with it for the dataset index).
+* ``/layers/{layer}`` attrs: ``kind`` (conv/fc), ``shape`` (C, H, W), ``receptive_field``
+  (size, stride, offset: position (y, x) sees input rows ``y*stride+offset`` .. ``+size-1``).
+* root attrs: ``architecture``, ``seed``, ``trained``, ``dataset``, ``accuracy``, ``layers``,
+  ``convergent_version``, ``config_hash``.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Iterator
+
+import h5py
+import numpy as np
+
+TOP_DTYPE = np.dtype([("image", "<i8"), ("y", "<i4"), ("x", "<i4"), ("value", "<f8")])
+
+
+def sample_positions(layer: str, n_images: int, height: int, width: int, per_image: int,
+                     seed: int) -> np.ndarray:
+    """The (image, y, x) rows sampled for a conv layer: a function of the layer's name, shape and
+    the config seed only, never of the network, which is what pairs rows across networks."""
+    rng = np.random.default_rng([seed, zlib.crc32(layer.encode())])
+    per_image = min(per_image, height * width)
+    flat = np.stack([rng.choice(height * width, size=per_image, replace=False) for _ in range(n_images)])
+    flat.sort(axis=1)
+    image = np.repeat(np.arange(n_images), per_image)
+    return np.stack([image, flat.ravel() // width, flat.ravel() % width], axis=1).astype(np.int64)
+
+
+def layer_names(path: str | os.PathLike) -> list[str]:
+    """Probed layers of an activation file, input to output."""
+    with h5py.File(path, "r") as h5:
+        return [str(name) for name in h5.attrs["layers"]]
+
+
+def root_attrs(path: str | os.PathLike) -> dict:
+    with h5py.File(path, "r") as h5:
+        return dict(h5.attrs)
+
+
+def layer_attrs(path: str | os.PathLike, layer: str) -> dict:
+    """``kind``, ``shape`` (C, H, W), ``receptive_field`` (size, stride, offset), ``n_samples``."""
+    with h5py.File(path, "r") as h5:
+        group = _layer_group(h5, path, layer)
+        attrs = dict(group.attrs)
+        attrs["n_samples"] = group["samples"].shape[0]
+        return attrs
+
+
+def _layer_group(h5: h5py.File, path, layer: str) -> h5py.Group:
+    if f"layers/{layer}" not in h5:
+        raise KeyError(f"{path}: no layer {layer!r}; it has {list(h5['layers'])}")
+    return h5[f"layers/{layer}"]
+
+
+def read_samples(path: str | os.PathLike, layer: str, rows: np.ndarray | slice | None = None,
+                 dtype=np.float64) -> np.ndarray:
+    """A layer's activations ``[n_samples, n_units]`` (all rows, a slice, or sorted row indices)."""
+    with h5py.File(path, "r") as h5:
+        data = _layer_group(h5, path, layer)["samples"]
+        out = data[()] if rows is None else data[rows]
+    return np.asarray(out, dtype=dtype)
+
+
+def iter_sample_chunks(path: str | os.PathLike, layer: str, chunk_rows: int) -> Iterator[np.ndarray]:
+    """A layer's activations in consecutive row blocks, so no step needs the whole layer in memory."""
+    with h5py.File(path, "r") as h5:
+        data = _layer_group(h5, path, layer)["samples"]
+        for start in range(0, data.shape[0], chunk_rows):
+            yield data[start:start + chunk_rows]
+
+
+def read_positions(path: str | os.PathLike, layer: str) -> np.ndarray | None:
+    with h5py.File(path, "r") as h5:
+        group = _layer_group(h5, path, layer)
+        return group["positions"][()] if "positions" in group else None
+
+
+def read_top_activations(path: str | os.PathLike, layer: str) -> np.ndarray:
+    """Structured array ``[n_units, k]`` with fields image (probe row), y, x, value."""
+    with h5py.File(path, "r") as h5:
+        return _layer_group(h5, path, layer)["top_activations"][()]
+
+
+def read_image_index(path: str | os.PathLike) -> np.ndarray:
+    with h5py.File(path, "r") as h5:
+        return h5["probe/image_index"][()]
+
+
+def check_paired(paths: list[str | os.PathLike], layer: str) -> None:
+    """Raise unless every file has the same probe images and sample positions for ``layer``:
+    statistics across networks are only meaningful on paired rows."""
+    reference = None
+    for path in paths:
+        key = (read_image_index(path), read_positions(path, layer))
+        if reference is None:
+            reference, first = key, path
+            continue
+        same_images = np.array_equal(key[0], reference[0])
+        same_positions = (key[1] is None and reference[1] is None) or (
+            key[1] is not None and reference[1] is not None and np.array_equal(key[1], reference[1]))
+        if not (same_images and same_positions):
+            raise ValueError(
+                f"{path} and {first} are not paired for layer {layer!r}: they were extracted with "
+                "different probe images or positions (dataset/extract settings); re-extract both"
+            )

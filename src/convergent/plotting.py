@@ -1,0 +1,36 @@
+"""Figure helpers shared by the figure steps: one matplotlib figure saved to every requested format."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are written to files, never shown; no display on cluster nodes
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def save_figure(fig, paths: Iterable[str | os.PathLike], dpi: int = 150) -> None:
+    """Save ``fig`` to each path (the extension picks the format) and close it."""
+    for path in paths:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+
+
+def figure_paths(stem: str | os.PathLike, formats: Iterable[str]) -> list[Path]:
+    return [Path(f"{stem}.{fmt}") for fmt in formats]
+
+
+def matrix_image(ax, matrix, title: str, vmin=None, vmax=None, cmap="gray"):
+    """A matrix shown as in Li et al. Fig. 1: minimum black, maximum white, NaN (dead) in red."""
+    cmap = plt.get_cmap(cmap).copy()
+    cmap.set_bad("tab:red")
+    image = ax.imshow(matrix, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([]), ax.set_yticks([])
+    return image

@@ -1,0 +1,209 @@
+"""Training with deterministic seeding, a resumable checkpoint every epoch, and held-out accuracy.
+
+Reproducibility: the seed fixes the initial weights; every epoch re-seeds the RNG from
+``(seed, epoch)``, so data order and augmentation of epoch *e* do not depend on whether training
+was interrupted before it. A run killed after epoch *e* and resumed therefore ends with the same
+weights as an uninterrupted run (on CPU, where kernels are deterministic).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from convergent.data import ImageSplits
+from convergent.models import build_model
+
+CHECKPOINT_FORMAT = "convergent-checkpoint-v1"
+
+
+def select_device(preference: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present; ``cuda`` without a GPU is an error, not a silent fallback."""
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was requested but no CUDA GPU is available; use 'auto' or 'cpu'")
+    if preference == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch) % (2**63)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> None:
+    """Write to a temporary name, then rename: a killed job never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def augment_batch(x: torch.Tensor, mode: str) -> torch.Tensor:
+    """Random translation (zero-padded crop) and optional horizontal flip, drawn from torch's RNG."""
+    if mode == "none":
+        return x
+    n, _, h, w = x.shape
+    pad = max(1, h // 8)
+    padded = nn.functional.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,)).tolist()
+    dx = torch.randint(0, 2 * pad + 1, (n,)).tolist()
+    out = torch.stack([padded[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(n)])
+    if mode == "crop_flip":
+        flip = torch.rand(n) < 0.5
+        out[flip] = out[flip].flip(-1)
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 512) -> float:
+    """Top-1 accuracy of ``model`` on ``dataset``."""
+    model.eval()
+    correct = total = 0
+    for x, y in DataLoader(dataset, batch_size=batch_size):
+        pred = model(x.to(device)).argmax(1).cpu()
+        correct += int((pred == y).sum())
+        total += len(y)
+    return correct / max(total, 1)
+
+
+def _make_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
+    if cfg["optimizer"] == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    return torch.optim.SGD(model.parameters(), lr=cfg["lr"], momentum=cfg["momentum"],
+                           weight_decay=cfg["weight_decay"])
+
+
+def checkpoint_payload(model: nn.Module, architecture: str, splits: ImageSplits, seed: int,
+                       metrics: dict) -> dict:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "architecture": architecture,
+        "in_channels": splits.in_channels,
+        "num_classes": splits.num_classes,
+        "image_size": splits.image_size,
+        "seed": seed,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "metrics": metrics,
+    }
+
+
+def train_model(
+    architecture: str,
+    splits: ImageSplits,
+    cfg: dict,
+    seed: int,
+    resume_path: str | os.PathLike,
+    fingerprint: str,
+    progress: bool = True,
+) -> tuple[nn.Module, dict]:
+    """Train one network; resume from ``resume_path`` if it holds a checkpoint of the same run.
+
+    ``fingerprint`` identifies the run (config and seed): a resume file with another fingerprint
+    is from different settings and is ignored rather than continued.
+    Returns the trained model (on CPU) and its metrics.
+    """
+    device = select_device(cfg["device"])
+    seed_everything(seed)
+    model = build_model(architecture, splits.in_channels, splits.num_classes, splits.image_size).to(device)
+    optimizer = _make_optimizer(model, cfg)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg["milestones"], cfg["gamma"])
+    start_epoch, elapsed, history = 0, 0.0, []
+    resume_path = Path(resume_path)
+    if resume_path.exists():
+        state = torch.load(resume_path, map_location=device, weights_only=False)
+        if state.get("fingerprint") == fingerprint:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            start_epoch, elapsed, history = state["epoch"], state["elapsed"], state["history"]
+            print(f"resuming seed {seed} after epoch {start_epoch} from {resume_path}", file=sys.stderr)
+    use_amp = cfg["amp"] and device.type == "cuda"
+    loss_fn = nn.CrossEntropyLoss()
+    epochs = tqdm(range(start_epoch, cfg["epochs"]), desc=f"train seed {seed}", unit="epoch",
+                  initial=start_epoch, total=cfg["epochs"], disable=not progress, file=sys.stderr)
+    for epoch in epochs:
+        began = time.perf_counter()
+        torch.manual_seed(_epoch_seed(seed, epoch))
+        order = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
+        loader = DataLoader(splits.train, batch_size=cfg["batch_size"], shuffle=True, generator=order,
+                            num_workers=cfg["num_workers"], drop_last=False)
+        model.train()
+        total_loss = correct = seen = 0
+        for x, y in loader:
+            if splits.name != "imagefolder":
+                x = augment_batch(x, cfg["augment"])
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                logits = model(x)
+                loss = loss_fn(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += float(loss.detach()) * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+        scheduler.step()
+        heldout_accuracy = evaluate(model, splits.heldout, device)
+        elapsed += time.perf_counter() - began
+        history.append({"epoch": epoch + 1, "loss": total_loss / seen, "train_accuracy": correct / seen,
+                        "heldout_accuracy": heldout_accuracy, "seconds": elapsed})
+        epochs.set_postfix(loss=f"{total_loss / seen:.3f}", heldout=f"{heldout_accuracy:.3f}")
+        atomic_save({"fingerprint": fingerprint, "epoch": epoch + 1, "elapsed": elapsed,
+                     "history": history, "model": model.state_dict(),
+                     "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+                    resume_path)
+    last = history[-1] if history else {"heldout_accuracy": evaluate(model, splits.heldout, device)}
+    metrics = {
+        "seed": seed,
+        "architecture": architecture,
+        "dataset": splits.name,
+        "epochs": cfg["epochs"],
+        "heldout_accuracy": last["heldout_accuracy"],
+        "train_accuracy": last.get("train_accuracy"),
+        "seconds": elapsed,
+        "device": str(device),
+        "history": history,
+    }
+    return model.cpu(), metrics
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict]:
+    """A model and its checkpoint record (architecture, seed, metrics) from a convergent checkpoint."""
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a convergent checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")
+    model = build_model(payload["architecture"], payload["in_channels"], payload["num_classes"],
+                        payload["image_size"])
+    model.load_state_dict(payload["state_dict"])
+    return model.eval(), payload
+
+
+def read_foreign_state_dict(path: str | os.PathLike) -> dict:
+    """Weights from a checkpoint trained elsewhere: a convergent checkpoint, a bare state_dict,
+    or a dict holding one under ``state_dict`` / ``model`` (the common conventions)."""
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(payload, nn.Module):
+        return payload.state_dict()
+    if isinstance(payload, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(payload.get(key), dict):
+                payload = payload[key]
+                break
+        # DataParallel / DistributedDataParallel prefix every key with "module."
+        return {k.removeprefix("module."): v for k, v in payload.items()}
+    raise ValueError(f"{path}: cannot find a state_dict (got {type(payload).__name__})")

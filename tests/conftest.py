@@ -1,0 +1,77 @@
+"""Shared fixtures: the tiny experiment config, and running Snakemake on it in a private directory."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src"
+TINY_CONFIG = Path(__file__).with_name("tiny_config.yaml")
+
+if str(SRC) not in sys.path:  # tests run from a checkout, installed or not
+    sys.path.insert(0, str(SRC))
+
+
+def tiny_config() -> dict:
+    return yaml.safe_load(TINY_CONFIG.read_text())
+
+
+def write_config(directory: Path, config: dict, name: str = "config.yaml") -> Path:
+    path = Path(directory) / name
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path | None = None, check: bool = True,
+              timeout: int = 900) -> subprocess.CompletedProcess:
+    """Run the repository's workflow with ``workdir`` as working directory (results, .snakemake)."""
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+               "--cores", "2", *args]
+    if configfile is not None:
+        command += ["--configfile", str(configfile)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(SRC)}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n"
+                             f"{result.stdout[-4000:]}\n{result.stderr[-8000:]}")
+    return result
+
+
+def planned_jobs(workdir: Path, configfile: Path, *args: str) -> dict[str, int]:
+    """Rule -> number of jobs a dry run plans (empty when there is nothing to do)."""
+    result = snakemake(workdir, "--dry-run", *args, configfile=configfile)
+    text = result.stdout + result.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1]
+    jobs = {}
+    for line in table.splitlines()[3:]:
+        match = re.match(r"^(\S+)\s+(\d+)$", line.strip())
+        if not match:
+            break
+        if match.group(1) != "total":
+            jobs[match.group(1)] = int(match.group(2))
+    return jobs
+
+
+def copy_run(source: Path, destination: Path) -> Path:
+    """Copy a completed run, keeping modification times so Snakemake sees it as up to date."""
+    shutil.copytree(source, destination, copy_function=shutil.copy2, symlinks=True)
+    return destination
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> Path:
+    """One complete run of the tiny experiment, shared (read-only: copy it with ``copy_run``)."""
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    configfile = write_config(workdir, tiny_config())
+    snakemake(workdir, configfile=configfile)
+    return workdir

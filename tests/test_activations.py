@@ -1,0 +1,110 @@
+"""The activation HDF5 contract: paired rows across networks, values equal to a direct forward
+pass, and top activations equal to a brute-force search over every position."""
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from convergent.activations import (check_paired, layer_attrs, layer_names, read_positions, read_samples,
+                                    read_top_activations, root_attrs, sample_positions)
+from convergent.extraction import extract_activations
+from convergent.models import build_model
+
+CFG = {"positions_per_image": 5, "position_seed": 11, "top_k": 3, "batch_size": 4, "dtype": "float32"}
+LAYERS = ["conv1", "conv3", "fc1"]
+
+
+def _extract(tmp_path, seed, images, cfg=CFG, name=None):
+    torch.manual_seed(seed)
+    model = build_model("small_cnn", 1, 10, 28).eval()
+    path = tmp_path / (name or f"seed{seed}.h5")
+    extract_activations(model, TensorDataset(images, torch.zeros(len(images))), np.arange(len(images)) * 2,
+                        LAYERS, path, cfg, {"seed": seed, "architecture": "small_cnn"}, 1, 28,
+                        torch.device("cpu"), progress=False)
+    return model, path
+
+
+def _full_maps(model, images):
+    modules, maps = dict(model.named_modules()), {}
+    hooks = [modules[model.probe_points[layer]].register_forward_hook(
+        lambda _m, _i, out, layer=layer: maps.__setitem__(layer, out.double().numpy())) for layer in LAYERS]
+    with torch.no_grad():
+        model(images)
+    for hook in hooks:
+        hook.remove()
+    return maps
+
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("act")
+    images = torch.randn(10, 1, 28, 28)
+    return images, [_extract(tmp, seed, images) for seed in (0, 1)]
+
+
+def test_rows_are_paired_across_networks(extracted):
+    _, [(_, a), (_, b)] = extracted
+    assert layer_names(a) == LAYERS
+    for layer in ("conv1", "conv3"):
+        np.testing.assert_array_equal(read_positions(a, layer), read_positions(b, layer))
+        positions = read_positions(a, layer)
+        assert positions.shape == (10 * 5, 3)
+        assert np.all(np.bincount(positions[:, 0]) == 5)
+        # distinct positions within each image
+        assert len({tuple(p) for p in positions}) == len(positions)
+    check_paired([a, b], "conv3")
+    assert not np.array_equal(read_samples(a, "conv1"), read_samples(b, "conv1"))  # different networks
+
+
+def test_samples_equal_direct_forward(extracted):
+    images, [(model, path), _] = extracted
+    maps = _full_maps(model, images)
+    for layer in ("conv1", "conv3"):
+        p = read_positions(path, layer)
+        expected = maps[layer][p[:, 0], :, p[:, 1], p[:, 2]]
+        np.testing.assert_allclose(read_samples(path, layer), expected, rtol=1e-5, atol=1e-6)
+        attrs = layer_attrs(path, layer)
+        assert attrs["kind"] == "conv" and tuple(attrs["shape"]) == maps[layer].shape[1:]
+    np.testing.assert_allclose(read_samples(path, "fc1"), maps["fc1"], rtol=1e-5, atol=1e-6)
+    assert layer_attrs(path, "fc1")["kind"] == "fc"
+    assert root_attrs(path)["seed"] == 0
+    with h5py.File(path) as h5:
+        np.testing.assert_array_equal(h5["probe/image_index"][()], np.arange(10) * 2)
+
+
+def test_top_activations_equal_brute_force(extracted):
+    images, [(model, path), _] = extracted
+    maps = _full_maps(model, images)["conv3"]
+    top = read_top_activations(path, "conv3")
+    n, c, h, w = maps.shape
+    for unit in range(c):
+        values = maps[:, unit].ravel()
+        best = np.sort(values)[::-1][:3]
+        np.testing.assert_allclose(top[unit]["value"], best, rtol=1e-5)
+        for record in top[unit]:  # each record points at a position holding its value
+            assert maps[record["image"], unit, record["y"], record["x"]] == pytest.approx(record["value"], rel=1e-5)
+
+
+def test_positions_depend_on_layer_and_seed_only():
+    a = sample_positions("conv2", 7, 9, 9, 4, seed=1)
+    np.testing.assert_array_equal(a, sample_positions("conv2", 7, 9, 9, 4, seed=1))
+    assert not np.array_equal(a, sample_positions("conv3", 7, 9, 9, 4, seed=1))
+    assert not np.array_equal(a, sample_positions("conv2", 7, 9, 9, 4, seed=2))
+    assert sample_positions("conv2", 2, 2, 2, 10, seed=0).shape == (8, 3)  # capped at all positions
+
+
+def test_unpaired_files_are_refused(tmp_path, extracted):
+    images, [(_, a), _] = extracted
+    _, other = _extract(tmp_path, 0, images, {**CFG, "position_seed": 99}, name="other.h5")
+    with pytest.raises(ValueError, match="not paired"):
+        check_paired([a, other], "conv1")
+
+
+def test_float16_storage(tmp_path, extracted):
+    images, [(_, a), _] = extracted
+    _, half = _extract(tmp_path, 0, images, {**CFG, "dtype": "float16"}, name="half.h5")
+    with h5py.File(half) as h5:
+        assert h5["layers/conv1/samples"].dtype == np.float16
+    np.testing.assert_allclose(read_samples(half, "conv1"), read_samples(a, "conv1"), rtol=2e-3, atol=2e-3)

@@ -1,0 +1,113 @@
+"""The whole workflow through Snakemake on the tiny experiment: outputs, reruns, lint, presets."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, copy_run, planned_jobs, snakemake, tiny_config, write_config
+from convergent.activations import layer_names, read_image_index, read_positions, read_samples
+from convergent.models import probe_layer_names
+
+pytestmark = pytest.mark.workflow
+LAYERS = probe_layer_names("small_cnn")
+
+
+def test_tiny_run_outputs(tiny_run):
+    out = tiny_run / "results" / "tiny"
+    seeds = tiny_config()["seeds"]
+    for seed in seeds:
+        assert (out / "models" / f"seed{seed}.json").exists()
+        assert layer_names(out / "activations" / f"seed{seed}.h5") == LAYERS
+        assert (out / "logs" / "train" / f"seed{seed}.log").read_text().strip()
+        assert (out / "benchmarks" / "train" / f"seed{seed}.tsv").exists()
+    assert (out / "activations" / "untrained7.h5").exists()
+    first = out / "activations" / f"seed{seeds[0]}.h5"
+    for seed in seeds[1:]:  # rows paired across networks
+        other = out / "activations" / f"seed{seed}.h5"
+        np.testing.assert_array_equal(read_image_index(first), read_image_index(other))
+        for layer in LAYERS[:-1]:
+            np.testing.assert_array_equal(read_positions(first, layer), read_positions(other, layer))
+    for layer in LAYERS:
+        assert (out / "stats" / f"{layer}.h5").exists()
+        assert (out / "figures" / f"li2016_fig1_{layer}.png").stat().st_size > 5000
+    for ext in ("csv", "md", "tex"):
+        assert (out / "tables" / f"accuracy.{ext}").exists()
+    assert not list(out.glob("**/.*.tmp*")), "temporary files left behind"
+
+
+def test_second_run_has_nothing_to_do(tiny_run, tmp_path):
+    run = copy_run(tiny_run, tmp_path / "run")
+    assert planned_jobs(run, run / "config.yaml") == {}
+
+
+def test_figure_setting_reruns_only_figures(tiny_run, tmp_path):
+    run = copy_run(tiny_run, tmp_path / "run")
+    config = tiny_config()
+    config["figures"]["dpi"] = 72
+    jobs = planned_jobs(run, write_config(run, config))
+    assert jobs.get("figure_li2016_fig1") == len(LAYERS)
+    assert all(rule.startswith("figure") or rule in ("all", "report") for rule in jobs), jobs
+
+
+def test_train_setting_reruns_everything_downstream_of_training(tiny_run, tmp_path):
+    run = copy_run(tiny_run, tmp_path / "run")
+    config = tiny_config()
+    config["train"]["lr"] = 0.01
+    jobs = planned_jobs(run, write_config(run, config))
+    n_seeds = len(config["seeds"])
+    assert jobs["train"] == n_seeds and jobs["extract"] == n_seeds  # not the untrained baseline's
+    assert jobs["correlate"] == len(LAYERS) and jobs["figure_li2016_fig1"] == len(LAYERS)
+    assert "untrained" not in jobs
+
+
+def test_lint_is_clean(tmp_path):
+    config = write_config(tmp_path, tiny_config())
+    result = snakemake(tmp_path, "--lint", configfile=config, check=False)
+    text = result.stdout + result.stderr
+    assert result.returncode == 0 and "Lints for" not in text, text[-3000:]
+
+
+@pytest.mark.parametrize("preset", sorted((REPO / "workflow" / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_presets_plan_the_full_dag(preset, tmp_path):
+    jobs = planned_jobs(tmp_path, preset)
+    import yaml
+
+    seeds = yaml.safe_load(preset.read_text())["seeds"]
+    assert jobs["train"] == len(seeds) and jobs["correlate"] >= 5
+
+
+def test_bring_your_own_checkpoints(tiny_run, tmp_path):
+    """Networks trained elsewhere (a convergent checkpoint, and a bare state_dict) enter at
+    `extract` and give the same activations as the networks trained here."""
+    models = tiny_run / "results" / "tiny" / "models"
+    shutil.copy(models / "seed0.pt", tmp_path / "mine0.pt")
+    payload = torch.load(models / "seed1.pt", weights_only=False)
+    torch.save(payload["state_dict"], tmp_path / "elsewhere1.pt")
+    config = tiny_config()
+    config.update(seeds=[0, 1], untrained_seeds=[],
+                  checkpoints={"0": str(tmp_path / "mine0.pt"), "1": str(tmp_path / "elsewhere1.pt")})
+    configfile = write_config(tmp_path, config)
+    targets = [f"results/tiny/activations/seed{s}.h5" for s in (0, 1)]
+    jobs = planned_jobs(tmp_path, configfile, *targets)
+    assert jobs.get("import_checkpoint") == 2 and "train" not in jobs
+    snakemake(tmp_path, *targets, configfile=configfile)
+    for seed in (0, 1):
+        ours = tiny_run / "results" / "tiny" / "activations" / f"seed{seed}.h5"
+        theirs = tmp_path / "results" / "tiny" / "activations" / f"seed{seed}.h5"
+        for layer in LAYERS:
+            np.testing.assert_array_equal(read_samples(ours, layer), read_samples(theirs, layer))
+
+
+def test_checkpoint_of_wrong_architecture_is_refused(tmp_path):
+    from convergent.models import build_model
+
+    torch.save(build_model("resnet18", 3, 10, 32).state_dict(), tmp_path / "resnet.pt")
+    config = tiny_config()
+    config.update(seeds=[0, 1], untrained_seeds=[], checkpoints={"0": str(tmp_path / "resnet.pt")})
+    configfile = write_config(tmp_path, config)
+    result = snakemake(tmp_path, "results/tiny/models/seed0.pt", configfile=configfile, check=False)
+    assert result.returncode != 0
+    log = (tmp_path / "results" / "tiny" / "logs" / "import_checkpoint" / "seed0.log").read_text()
+    assert "does not fit architecture 'small_cnn'" in log and "checkpoints.0" in log
