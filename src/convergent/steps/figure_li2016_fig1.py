@@ -28,9 +28,12 @@ def main(inputs, outputs, params, log):
     panels = [(pair.corr_aa, f"(a) within net {a}"), (pair.corr_bb, f"(b) within net {b}"),
               (pair.corr_ab, f"(c) between {a} and {b}"),
               (permuted_between(pair.corr_ab), f"(d) between, {b} permuted to match {a}")]
+    # One grey scale for all panels (minimum black, maximum white, as the paper), so that (c)
+    # and (d) read against the within-net panels.
+    low = min(float(np.nanmin(m)) if np.isfinite(m).any() else 0.0 for m, _ in panels)
     fig, axes = plt.subplots(1, 4, figsize=(13, 3.6), constrained_layout=True)
     for ax, (matrix, title) in zip(axes, panels):
-        image = matrix_image(ax, matrix, title, vmin=-1 if np.nanmin(matrix) < 0 else 0, vmax=1)
+        image = matrix_image(ax, matrix, title, vmin=low, vmax=1)
     fig.colorbar(image, ax=axes, shrink=0.8, label="correlation")
     fig.suptitle(f"{stats.layer}: {stats.units} units, {stats.n_samples} samples "
                  f"(dead units in red)", fontsize=10)

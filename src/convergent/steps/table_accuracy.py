@@ -11,16 +11,16 @@ def main(inputs, outputs, params, log):
     rows = []
     for path in inputs.metrics:
         m = json.loads(open(path).read())
-        rows.append({"seed": m["seed"], "trained": m.get("trained", True), "architecture": m["architecture"],
-                     "dataset": m["dataset"], "epochs": m["epochs"], "heldout_accuracy": m["heldout_accuracy"],
-                     "train_seconds": m["seconds"]})
-    df = pd.DataFrame(rows).sort_values(["trained", "seed"], ascending=[False, True])
+        rows.append({"network": f"{'seed' if m.get('trained', True) else 'untrained'} {m['seed']}",
+                     "architecture": m["architecture"], "dataset": m["dataset"], "epochs": m["epochs"],
+                     "heldout_accuracy": m["heldout_accuracy"], "train_seconds": m["seconds"],
+                     "trained": m.get("trained", True)})
+    df = pd.DataFrame(rows).sort_values(["trained", "network"], ascending=[False, True])
     trained = df[df.trained]
-    summary = {"seed": "mean ± std", "trained": True, "architecture": "", "dataset": "",
-               "epochs": None, "heldout_accuracy": trained.heldout_accuracy.mean(),
-               "train_seconds": trained.train_seconds.mean()}
-    df = pd.concat([df, pd.DataFrame([summary])], ignore_index=True)
-    df["heldout_accuracy_std"] = [None] * (len(df) - 1) + [trained.heldout_accuracy.std(ddof=1)]
+    summary = [{"network": f"{label} over {len(trained)} trained", "architecture": "", "dataset": "",
+                "epochs": None, "heldout_accuracy": getattr(trained.heldout_accuracy, label)(),
+                "train_seconds": getattr(trained.train_seconds, label)()} for label in ("mean", "std")]
+    df = pd.concat([df.drop(columns="trained"), pd.DataFrame(summary)], ignore_index=True)
     write_table(df, outputs.csv[: -len(".csv")], float_format="{:.4f}",
                 caption="Held-out accuracy of every network")
 
