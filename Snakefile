@@ -8,6 +8,8 @@ include: "workflow/rules/extract.smk"
 include: "workflow/rules/statistics.smk"
 include: "workflow/rules/summary.smk"
 # Analyses (each appends its targets to TARGETS):
+include: "workflow/rules/alignment.smk"
+include: "workflow/rules/similarity.smk"
 
 
 rule all:

@@ -7,7 +7,8 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from convergent.activations import (check_paired, layer_attrs, layer_names, read_positions, read_samples,
+from convergent.activations import (check_paired, layer_attrs, layer_names, read_image_means, read_positions,
+                                    read_samples,
                                     read_top_activations, root_attrs, sample_positions)
 from convergent.extraction import extract_activations
 from convergent.models import build_model
@@ -68,6 +69,9 @@ def test_samples_equal_direct_forward(extracted):
         attrs = layer_attrs(path, layer)
         assert attrs["kind"] == "conv" and tuple(attrs["shape"]) == maps[layer].shape[1:]
     np.testing.assert_allclose(read_samples(path, "fc1"), maps["fc1"], rtol=1e-5, atol=1e-6)
+    for layer in ("conv1", "conv3"):
+        np.testing.assert_allclose(read_image_means(path, layer), maps[layer].mean(axis=(2, 3)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(read_image_means(path, "fc1"), read_samples(path, "fc1"))
     assert layer_attrs(path, "fc1")["kind"] == "fc"
     assert root_attrs(path)["seed"] == 0
     with h5py.File(path) as h5:

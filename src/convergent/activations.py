@@ -9,6 +9,8 @@ File layout (one file per network, self-describing; DESIGN.md "Activations HDF5"
   layers: ``positions_per_image`` positions per probe image, drawn from an RNG seeded by the
   config and the layer name only, so every network gets the same positions and rows are paired.
 * ``/layers/{layer}/positions`` (int ``[n_samples, 3]``: probe image, y, x), conv layers only.
+* ``/layers/{layer}/image_mean`` (float32 ``[n_images, n_units]``): conv layers only, each probe
+  image's activation averaged over the whole map (one row per image, for cross-layer measures).
 * ``/layers/{layer}/top_activations`` (compound ``[n_units, k]`` of ``image, y, x, value``): each
   unit's k strongest activations over every probe image and every position; ``image`` is the
   row in the probe set (index ``/probe/image_index`` with it for the dataset index).
@@ -89,6 +91,14 @@ def read_positions(path: str | os.PathLike, layer: str) -> np.ndarray | None:
     with h5py.File(path, "r") as h5:
         group = _layer_group(h5, path, layer)
         return group["positions"][()] if "positions" in group else None
+
+
+def read_image_means(path: str | os.PathLike, layer: str) -> np.ndarray:
+    """One row per probe image: conv layers' spatial mean over the whole map, fc layers' values."""
+    with h5py.File(path, "r") as h5:
+        group = _layer_group(h5, path, layer)
+        data = group["image_mean"] if "image_mean" in group else group["samples"]
+        return np.asarray(data[()], dtype=np.float64)
 
 
 def read_top_activations(path: str | os.PathLike, layer: str) -> np.ndarray:

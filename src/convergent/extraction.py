@@ -103,6 +103,7 @@ def extract_activations(
                         pos = torch.as_tensor(st["positions"][lo:hi], device=act.device)
                         rows = act[pos[:, 0] - first, :, pos[:, 1], pos[:, 2]]
                         st["samples"][lo:hi] = rows.float().cpu().numpy().astype(dtype)
+                        st["image_mean"][first:first + len(x)] = act.float().mean(dim=(2, 3)).cpu().numpy()
                     else:
                         st["samples"][first:first + len(x)] = act.float().cpu().numpy().astype(dtype)
             for layer, st in state.items():
@@ -126,6 +127,9 @@ def _open_layer(h5, layer, act, n_images, cfg, dtype, model, in_channels, image_
         positions = sample_positions(layer, n_images, height, width, cfg["positions_per_image"],
                                      cfg["position_seed"])
         group.create_dataset("positions", data=positions)
+        # The whole map's mean per image: one row per image, comparable across layers of
+        # different spatial size (cross-layer similarity), which sampled positions cannot give.
+        image_mean = group.create_dataset("image_mean", shape=(n_images, units), dtype=np.float32)
     n_rows = len(positions) if kind == "conv" else n_images
     chunk_rows = max(1, min(n_rows, (1 << 20) // (units * dtype.itemsize)))
     samples = group.create_dataset("samples", shape=(n_rows, units), dtype=dtype,
@@ -135,4 +139,4 @@ def _open_layer(h5, layer, act, n_images, cfg, dtype, model, in_channels, image_
     group.attrs["receptive_field"] = receptive_field(model, layer, in_channels,
                                                      image_size) if kind == "conv" else (image_size, 0, 0)
     return {"kind": kind, "samples": samples, "positions": positions, "hw": (height, width),
-            "top": _TopK(cfg["top_k"])}
+            "top": _TopK(cfg["top_k"]), "image_mean": image_mean if kind == "conv" else None}

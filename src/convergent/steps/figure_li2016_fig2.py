@@ -1,0 +1,97 @@
+"""Rules `figure_li2016_fig2` and `figure_li2016_fig4`: best and worst matched units, every layer.
+
+Li et al. Fig. 2 (by correlation) and Fig. 4 (by mutual information): the k best and k worst
+units of net a under the semi-matching (first seed pair), each shown next to its partner in net
+b. Every unit is shown by the probe-image patches (its receptive field) where it fires most; for
+the network's first layer the filter weights come first, as images. One job draws every layer,
+so the probe images are loaded once; one figure file per layer: ``{figure}_{layer}``.
+"""
+
+import matplotlib.pyplot as plt
+import numpy as np
+from torch import nn
+
+from convergent.activations import layer_attrs, read_image_index, read_top_activations, root_attrs
+from convergent.data import load_probe_images
+from convergent.matching import extremes, frame_matches, read_match_csv
+from convergent.models import probe_layer_names
+from convergent.patches import cut_patches, draw_patch_grid, filter_images
+from convergent.plotting import save_figure
+from convergent.steps.figure_li2016_fig3 import layer_outputs
+from convergent.training import load_checkpoint
+
+
+def first_layer_filters(model_path, units: int, size: int) -> np.ndarray | None:
+    """The first conv layer's filters as ``size``-pixel images, or None if it is not this layer."""
+    model, _ = load_checkpoint(model_path)
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is None or conv.out_channels != units:
+        return None
+    images = filter_images(conv.weight.detach().cpu().numpy())
+    # Nearest-neighbour resize so a filter occupies one patch cell of the grid.
+    rows = np.arange(size) * images.shape[1] // size
+    cols = np.arange(size) * images.shape[2] // size
+    return images[:, rows][:, :, cols]
+
+
+def unit_rows(units, partners, images, top_a, top_b, rf, filters_a, filters_b) -> np.ndarray:
+    """``[len(units), cols, s, s, C]``: (filter,) patches of the unit in a | blank | (filter,) partner's."""
+    size, stride, offset = (int(v) for v in rf)
+    blank = np.full((1, size, size, images.shape[-1]), 255, dtype=np.uint8)
+    rows = []
+    for u, p in zip(units, partners):
+        left = cut_patches(images, top_a[u], size, stride, offset)
+        right = cut_patches(images, top_b[p], size, stride, offset)
+        if filters_a is not None:
+            left = np.concatenate([filters_a[u][None], blank, left])
+            right = np.concatenate([filters_b[p][None], blank, right])
+        rows.append(np.concatenate([left, blank, blank, right]))
+    return np.stack(rows)
+
+
+def plot(images, inputs, matching, layer: str, cfg: dict, measure: str, pair, models):
+    a, b = pair
+    semi, _ = frame_matches(read_match_csv(matching))
+    best, worst = extremes(semi, cfg["top_k"])
+    attrs = layer_attrs(inputs.act_a, layer)
+    rf, units = attrs["receptive_field"], int(attrs["shape"][0])
+    top_a = read_top_activations(inputs.act_a, layer)[:, : cfg["patches"]]
+    top_b = read_top_activations(inputs.act_b, layer)[:, : cfg["patches"]]
+    filters_a = filters_b = None
+    if models:
+        filters_a = first_layer_filters(models[0], units, int(rf[0]))
+        filters_b = first_layer_filters(models[1], units, int(rf[0]))
+        if filters_a is None or filters_b is None:
+            filters_a = filters_b = None
+    value_name = "r" if measure == "correlation" else "MI"
+    grids = [unit_rows(chosen, semi.partner[chosen], images, top_a, top_b, rf, filters_a, filters_b)
+             for chosen in (best, worst)]
+    # Height from the grid's aspect, so the patches fill the panels instead of leaving white bands.
+    rows, cols = grids[0].shape[:2]
+    fig, axes = plt.subplots(1, 2, figsize=(12, min(6 * rows / cols, 14) + 1.0), constrained_layout=True)
+    for ax, grid, (label, chosen) in zip(axes, grids, (("best", best), ("worst", worst))):
+        partners = semi.partner[chosen]
+        labels = [f"{u}→{p}  {value_name} {v:.2f}" for u, p, v in zip(chosen, partners, semi.value[chosen])]
+        draw_patch_grid(ax, grid, row_labels=labels,
+                        title=f"{len(chosen)} {label} by {measure}: net {a} (left) | net {b} (right)")
+    what = "filters, then " if filters_a is not None else ""
+    fig.suptitle(f"{layer}: semi-matching by {measure}; each unit shown by {what}its {top_a.shape[1]} "
+                 f"strongest probe patches ({int(rf[0])}px receptive field)", fontsize=9)
+    return fig
+
+
+def main(inputs, outputs, params, log):
+    images = load_probe_images(params.dataset, read_image_index(inputs.act_a))
+    if images.shape[-1] not in (1, 3):
+        raise ValueError(f"probe images with {images.shape[-1]} channels cannot be drawn")
+    first_layer = probe_layer_names(str(root_attrs(inputs.act_a)["architecture"]))[0]
+    for layer, matching in zip(params.layers, inputs.matching, strict=True):
+        models = list(inputs.models) if layer == first_layer else []
+        fig = plot(images, inputs, matching, layer, params.cfg, params.measure, params.pair, models)
+        save_figure(fig, layer_outputs(outputs, params.figure, layer), dpi=params.figures["dpi"])
+
+
+if __name__ == "__main__":
+    from convergent.steps.common import run_step
+
+    run_step(main, snakemake)  # noqa: F821

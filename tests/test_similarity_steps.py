@@ -1,0 +1,249 @@
+"""Step scripts of the similarity stage, called directly on a small synthetic experiment.
+
+Each net has a conv layer (several positions per image) and an fc layer (one row per image). The
+trained nets share each layer's latent factors (each net rotates them and adds its own noise);
+the layers' factors are independent of each other, so the cross-layer maps must peak on the
+diagonal. The "untrained" net has independent factors: its similarity sits at chance.
+"""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+from types import SimpleNamespace  # noqa: E402
+
+import h5py  # noqa: E402
+import matplotlib.image  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+
+from convergent import similarity as sim  # noqa: E402
+from convergent.correlation import joint_layer_statistics  # noqa: E402
+from convergent.steps import figure_similarity_cross_layer, figure_similarity_summary  # noqa: E402
+from convergent.steps import similarity as step  # noqa: E402
+
+IMAGES, PER_IMAGE, CONV, FC = 60, 5, 6, 5
+LAYERS = ["conv1", "fc1"]
+CFG = {"measures": sorted(sim.MEASURES), "svcca_variance": 0.99, "rbf_sigma": 0.8, "subspace_epsilon": 0.5,
+       "max_rows": 10_000, "kernel_rows": 50, "permutations": 2, "seed": 0}
+FIGURES = {"dpi": 50, "formats": ["png"]}
+
+
+class Named(list):
+    """Snakemake's named lists in miniature: a list with the entries also reachable by name."""
+
+    def __init__(self, items=(), **named):
+        super().__init__([*items, *named.values()])
+        self.__dict__.update(named)
+
+
+def _write(path, layers):
+    positions = np.stack([np.repeat(np.arange(IMAGES), PER_IMAGE), np.tile(np.arange(PER_IMAGE), IMAGES),
+                          np.zeros(IMAGES * PER_IMAGE, dtype=int)], axis=1)
+    with h5py.File(path, "w") as h5:
+        h5.attrs["layers"] = LAYERS
+        h5.create_dataset("probe/image_index", data=np.arange(IMAGES))
+        for name, samples in zip(LAYERS, layers):
+            group = h5.create_group(f"layers/{name}")
+            group.create_dataset("samples", data=samples.astype(np.float32))
+            if name == "conv1":
+                group.create_dataset("positions", data=positions)
+                group.attrs.update({"kind": "conv", "shape": (CONV, PER_IMAGE, 1)})
+            else:
+                group.attrs.update({"kind": "fc", "shape": (FC, 1, 1)})
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    root = tmp_path_factory.mktemp("similarity")
+    rng = np.random.default_rng(0)
+    # Conv factors: a per-image part (what an image-level row keeps) plus a per-position part.
+    def conv_factors():
+        return np.repeat(rng.normal(size=(IMAGES, CONV)), PER_IMAGE, axis=0) + 0.5 * rng.normal(
+            size=(IMAGES * PER_IMAGE, CONV))
+
+    shared = [conv_factors(), rng.normal(size=(IMAGES, FC))]
+
+    def net(factors, noise):
+        # A random rotation of the shared factors: what CKA treats as the same representation.
+        rotations = [np.linalg.qr(rng.normal(size=(f.shape[1], f.shape[1])))[0] for f in factors]
+        return [np.maximum(f @ r + noise * rng.normal(size=f.shape), 0) for f, r in zip(factors, rotations)]
+
+    paths = {}
+    for name, factors, noise in [("seed0", shared, 0.2), ("seed1", shared, 0.2), ("seed2", shared, 0.2),
+                                 ("untrained7", [conv_factors(), rng.normal(size=(IMAGES, FC))], 0.2)]:
+        paths[name] = root / f"{name}.h5"
+        _write(paths[name], net(factors, noise))
+    stats = {}
+    for layer in LAYERS:
+        stats[layer] = root / f"stats_{layer}.h5"
+        joint_layer_statistics([paths[f"seed{s}"] for s in (0, 1, 2)], [0, 1, 2], layer).save(stats[layer])
+    csvs = []
+    for a, b, kind in [("seed0", "seed1", "trained"), ("seed0", "seed2", "trained"),
+                       ("seed1", "seed2", "trained"), ("seed0", "untrained7", "untrained"),
+                       ("seed1", "untrained7", "untrained")]:
+        csv = root / f"{a}-{b}.csv"
+        inputs = Named(a=str(paths[a]), b=str(paths[b]),
+                       stats=[str(stats[layer]) for layer in LAYERS] if kind == "trained" else [])
+        params = SimpleNamespace(cfg=CFG, layers=LAYERS, kind=kind, net_a=a, net_b=b,
+                                 seeds=(int(a[4:]), int(b[4:])) if kind == "trained" else None)
+        step.main(inputs, Named(csv=str(csv)), params, [])
+        csvs.append(csv)
+    return SimpleNamespace(root=root, paths=paths, stats=stats, csvs=csvs)
+
+
+def _frame(experiment, index=0):
+    return pd.read_csv(experiment.csvs[index])
+
+
+def test_pair_csv_has_every_measure_scope_and_null(experiment):
+    frame = _frame(experiment)
+    same = frame[(frame["scope"] == "same_layer") & (frame["null"] == "none")]
+    assert set(same["measure"]) == set(CFG["measures"])
+    assert len(same) == len(LAYERS) * len(CFG["measures"])
+    perm = frame[frame["null"] == "permutation"]
+    assert sorted(perm["permutation"].unique()) == [0, 1]
+    cross = frame[frame["scope"] == "cross_layer"]
+    assert len(cross) == len(LAYERS) ** 2 * len(CFG["measures"])
+    assert frame["value"].notna().all()
+
+
+def test_same_layer_covariance_measures_from_streamed_stats_equal_the_activation_path(experiment):
+    # The trained pair's covariance measures come from stats/*.h5; recomputing them from the raw
+    # activations must give the same numbers.
+    from convergent.activations import read_samples
+
+    frame = _frame(experiment)
+    for layer in LAYERS:
+        x = read_samples(experiment.paths["seed0"], layer)
+        y = read_samples(experiment.paths["seed1"], layer)
+        for name in ["linear_cka", "cca", "svcca", "pwcca", "procrustes", "matching"]:
+            got = frame.query("scope == 'same_layer' and null == 'none' and layer_a == @layer "
+                              "and measure == @name")["value"].item()
+            assert got == pytest.approx(sim.compute(name, x, y), abs=1e-6), (layer, name)
+    n_rows = frame.query("scope == 'same_layer' and null == 'none' and layer_a == 'conv1' "
+                         "and measure == 'linear_cka'")["n_rows"].item()
+    assert n_rows == IMAGES * PER_IMAGE
+
+
+def _half_means(path, half):
+    # Reference for the step's fallback: rows of each image alternate between net A and net B.
+    from convergent.activations import read_positions, read_samples
+
+    x, pos = read_samples(path, "conv1"), read_positions(path, "conv1")
+    keep = np.tile(np.arange(PER_IMAGE) % 2 == half, IMAGES)
+    return sim.image_means(x[keep], pos[keep, 0])[1]
+
+
+def test_cross_layer_cells_use_disjoint_position_halves_without_image_means(experiment):
+    from convergent.activations import read_samples
+
+    frame = _frame(experiment)
+    conv_a, conv_b = _half_means(experiment.paths["seed0"], 0), _half_means(experiment.paths["seed1"], 1)
+    fc_a, fc_b = (read_samples(experiment.paths[n], "fc1") for n in ("seed0", "seed1"))
+    cells = {("conv1", "fc1"): (conv_a, fc_b), ("conv1", "conv1"): (conv_a, conv_b), ("fc1", "fc1"): (fc_a, fc_b)}
+    for name in ["linear_cka", "debiased_cka", "cca", "pwcca", "matching", "subspace"]:
+        kwargs = step.measure_kwargs(CFG).get(name, {})
+        for (la, lb), (x, y) in cells.items():
+            got = frame.query("scope == 'cross_layer' and layer_a == @la and layer_b == @lb "
+                              "and measure == @name")
+            assert got["value"].item() == pytest.approx(sim.compute(name, x, y, **kwargs), abs=1e-6), (name, la, lb)
+            assert got["image_rows"].item() == ("exact" if la == lb == "fc1" else "position_halves")
+
+
+def test_cross_layer_prefers_exact_image_means(experiment, tmp_path):
+    import shutil
+
+    from convergent.activations import read_samples
+
+    rng = np.random.default_rng(1)
+    paths = {}
+    for name in ("seed0", "seed1"):
+        paths[name] = tmp_path / f"{name}.h5"
+        shutil.copy(experiment.paths[name], paths[name])
+        with h5py.File(paths[name], "a") as h5:
+            h5["layers/conv1"].create_dataset(step.IMAGE_MEAN, data=rng.normal(size=(IMAGES, CONV)))
+    cfg = {**CFG, "measures": ["linear_cka", "rsa"], "permutations": 0, "kernel_rows": IMAGES}
+    frame = step.compare_pair(str(paths["seed0"]), str(paths["seed1"]), LAYERS, cfg, "untrained",
+                              "seed0", "seed1", log=lambda _: None)
+    with h5py.File(paths["seed0"]) as h5:
+        exact_a = h5["layers/conv1/image_mean"][()]
+    fc_b = read_samples(paths["seed1"], "fc1")
+    cell = frame.query("scope == 'cross_layer' and layer_a == 'conv1' and layer_b == 'fc1' and measure == 'linear_cka'")
+    assert cell["value"].item() == pytest.approx(sim.linear_cka(exact_a, fc_b), abs=1e-6)
+    assert set(frame.loc[frame["scope"] == "cross_layer", "image_rows"]) == {"exact"}
+    with h5py.File(paths["seed1"]) as h5:
+        exact_b = h5["layers/conv1/image_mean"][()]
+    rsa = frame.query("scope == 'same_layer' and layer_a == 'conv1' and measure == 'rsa'")["value"].item()
+    assert rsa == pytest.approx(sim.rsa(exact_a, exact_b), abs=1e-6)
+
+
+def test_permutation_null_and_untrained_sit_below_trained_pairs(experiment):
+    frames = pd.concat([pd.read_csv(c) for c in experiment.csvs])
+    same = frames[(frames["scope"] == "same_layer") & (frames["measure"] == "linear_cka")]
+    trained = same[(same["kind"] == "trained") & (same["null"] == "none")]["value"]
+    perm = same[same["null"] == "permutation"]["value"]
+    untrained = same[(same["kind"] == "untrained")]["value"]
+    assert perm.max() < 0.5 * trained.min()
+    assert untrained.max() < 0.5 * trained.min()
+
+
+def test_summary_figure_and_table(experiment, tmp_path):
+    outputs = Named([str(tmp_path / "similarity_same_layer.png")], csv=str(tmp_path / "t.csv"),
+                    md=str(tmp_path / "t.md"), tex=str(tmp_path / "t.tex"))
+    params = SimpleNamespace(cfg=CFG, layers=LAYERS, figures=FIGURES)
+    figure_similarity_summary.main(Named(pairs=[str(c) for c in experiment.csvs]), outputs, params, [])
+    image = matplotlib.image.imread(outputs[0])
+    assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 0
+    table = pd.read_csv(outputs.csv)
+    assert len(table) == len(LAYERS) * len(CFG["measures"])
+    row = table[(table["layer"] == "fc1") & (table["measure"] == "linear_cka")].iloc[0]
+    frames = pd.concat([pd.read_csv(c) for c in experiment.csvs])
+    values = frames.query("kind == 'trained' and scope == 'same_layer' and null == 'none' "
+                          "and layer_a == 'fc1' and measure == 'linear_cka'")["value"]
+    assert row["trained_vs_trained_mean"] == pytest.approx(values.mean())
+    assert row["trained_vs_trained_std"] == pytest.approx(values.std(ddof=0))
+    assert row["trained_vs_trained_pairs"] == 3 and row["trained_vs_untrained_pairs"] == 2
+    assert row["permutation_null_pairs"] == 3
+
+
+def test_cross_layer_figures_and_diagonal_table(experiment, tmp_path):
+    pngs = [str(tmp_path / f"similarity_cross_layer_{m}.png") for m in CFG["measures"]]
+    outputs = Named(pngs, csv=str(tmp_path / "c.csv"), md=str(tmp_path / "c.md"), tex=str(tmp_path / "c.tex"))
+    params = SimpleNamespace(cfg=CFG, layers=LAYERS, figures=FIGURES)
+    figure_similarity_cross_layer.main(Named(pairs=[str(c) for c in experiment.csvs]), outputs, params, [])
+    for png in pngs:
+        image = matplotlib.image.imread(png)
+        assert image.ndim == 3 and image.shape[0] > 50 and image.std() > 0, png
+    table = pd.read_csv(outputs.csv)
+    cka = table[(table["measure"] == "linear_cka") & (table["kind"] == "trained")].iloc[0]
+    # The layers' factors are independent, so the same layer is the most similar one.
+    assert cka["diagonal_mean"] > cka["off_diagonal_mean"]
+    assert cka["diagonal_is_best_row"] == 1.0
+    proc = table[(table["measure"] == "procrustes") & (table["kind"] == "trained")].iloc[0]
+    assert proc["diagonal_mean"] < proc["off_diagonal_mean"] and proc["diagonal_is_best_row"] == 1.0
+
+
+def test_diagonal_summary_orientation():
+    grid = np.array([[0.9, 0.2, 0.1], [0.3, 0.4, 0.8], [0.1, 0.2, 0.7]])
+    s = figure_similarity_cross_layer.diagonal_summary(grid, higher_is_similar=True)
+    assert s["diagonal_mean"] == pytest.approx(2.0 / 3)
+    assert s["off_diagonal_mean"] == pytest.approx(np.mean([0.2, 0.1, 0.3, 0.8, 0.1, 0.2]))
+    assert s["diagonal_is_best_row"] == pytest.approx(2 / 3)
+    assert figure_similarity_cross_layer.diagonal_summary(1 - grid, False)["diagonal_is_best_row"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.workflow
+def test_tiny_run_writes_every_similarity_figure_readable(tiny_run):
+    out = tiny_run / "results" / "tiny"
+    measures = sorted(sim.MEASURES)  # the schema default: every measure
+    pngs = [out / "figures" / f"similarity_cross_layer_{m}.png" for m in measures]
+    pngs.append(out / "figures" / "similarity_same_layer.png")
+    for png in pngs:
+        image = matplotlib.image.imread(png)
+        assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 0, png
+    table = pd.read_csv(out / "tables" / "similarity_cross_layer.csv")
+    assert set(table["measure"]) == set(measures) and set(table["kind"]) == {"trained", "untrained"}
+    same = pd.read_csv(out / "tables" / "similarity_same_layer.csv")
+    assert same[["trained_vs_trained_mean", "trained_vs_untrained_mean", "permutation_null_mean"]].notna().all().all()

@@ -1,0 +1,110 @@
+# Whole-layer similarity beside the papers' matchings (convergent.similarity): CKA (linear,
+# debiased, RBF), CCA, SVCCA, PWCCA, Procrustes, RSA, mean matching correlation and s(ε); for
+# every pair of layers, with an untrained network and a permutation null as chance baselines.
+
+SIMILARITY_PAIRS = [f"{OUT}/similarity/{a}-{b}.csv" for a, b in PAIRS]
+SIMILARITY_UNTRAINED_PAIRS = [f"{OUT}/similarity/{s}-untrained{u}.csv" for u in UNTRAINED for s in SEEDS]
+SIMILARITY_CODE = ("similarity", "activations", "correlation", "matching", "subspace")
+
+
+rule similarity:
+    output:
+        csv=f"{OUT}/similarity/{{a}}-{{b}}.csv",
+    input:
+        a=activations("seed{a}"),
+        b=activations("seed{b}"),
+        # Trained pairs take the covariance-based measures from the streamed statistics.
+        stats=[f"{OUT}/stats/{layer}.h5" for layer in LAYERS],
+        code=library(*SIMILARITY_CODE),
+    params:
+        cfg=config["similarity"],
+        layers=LAYERS,
+        kind="trained",
+        net_a=lambda wc: f"seed{wc.a}",
+        net_b=lambda wc: f"seed{wc.b}",
+        seeds=lambda wc: (int(wc.a), int(wc.b)),
+    log:
+        f"{OUT}/logs/similarity/{{a}}-{{b}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/similarity/{{a}}-{{b}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    conda:
+        "../../envs/convergent.yaml"
+    script:
+        "../../src/convergent/steps/similarity.py"
+
+
+use rule similarity as similarity_untrained with:
+    output:
+        csv=f"{OUT}/similarity/{{a}}-untrained{{u}}.csv",
+    input:
+        a=activations("seed{a}"),
+        b=activations("untrained{u}"),
+        stats=[],
+        code=library(*SIMILARITY_CODE),
+    params:
+        cfg=config["similarity"],
+        layers=LAYERS,
+        kind="untrained",
+        net_a=lambda wc: f"seed{wc.a}",
+        net_b=lambda wc: f"untrained{wc.u}",
+        seeds=None,
+    wildcard_constraints:
+        u=one_of(UNTRAINED),
+    log:
+        f"{OUT}/logs/similarity/{{a}}-untrained{{u}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/similarity/{{a}}-untrained{{u}}.tsv"
+
+
+rule figure_similarity_summary:
+    output:
+        figure("similarity_same_layer"),
+        csv=table_csv("similarity_same_layer"),
+        md=f"{OUT}/tables/similarity_same_layer.md",
+        tex=f"{OUT}/tables/similarity_same_layer.tex",
+    input:
+        pairs=SIMILARITY_PAIRS + SIMILARITY_UNTRAINED_PAIRS,
+        code=library("similarity", "plotting", "tables"),
+    params:
+        cfg=config["similarity"],
+        layers=LAYERS,
+        figures=config["figures"],
+    log:
+        f"{OUT}/logs/figure_similarity_summary.log",
+    benchmark:
+        f"{OUT}/benchmarks/figure_similarity_summary.tsv"
+    conda:
+        "../../envs/convergent.yaml"
+    script:
+        "../../src/convergent/steps/figure_similarity_summary.py"
+
+
+rule figure_similarity_cross_layer:
+    output:
+        [f for m in config["similarity"]["measures"] for f in figure(f"similarity_cross_layer_{m}")],
+        csv=table_csv("similarity_cross_layer"),
+        md=f"{OUT}/tables/similarity_cross_layer.md",
+        tex=f"{OUT}/tables/similarity_cross_layer.tex",
+    input:
+        pairs=SIMILARITY_PAIRS + SIMILARITY_UNTRAINED_PAIRS,
+        code=library("similarity", "plotting", "tables"),
+    params:
+        cfg=config["similarity"],
+        layers=LAYERS,
+        figures=config["figures"],
+    log:
+        f"{OUT}/logs/figure_similarity_cross_layer.log",
+    benchmark:
+        f"{OUT}/benchmarks/figure_similarity_cross_layer.tsv"
+    conda:
+        "../../envs/convergent.yaml"
+    script:
+        "../../src/convergent/steps/figure_similarity_cross_layer.py"
+
+
+TARGETS += rules.figure_similarity_summary.output
+TARGETS += rules.figure_similarity_cross_layer.output
