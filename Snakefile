@@ -9,6 +9,7 @@ include: "workflow/rules/statistics.smk"
 include: "workflow/rules/summary.smk"
 # Analyses (each appends its targets to TARGETS):
 include: "workflow/rules/alignment.smk"
+include: "workflow/rules/many_to_many.smk"
 include: "workflow/rules/similarity.smk"
 
 
