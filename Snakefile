@@ -10,6 +10,7 @@ include: "workflow/rules/summary.smk"
 # Analyses (each appends its targets to TARGETS):
 include: "workflow/rules/alignment.smk"
 include: "workflow/rules/many_to_many.smk"
+include: "workflow/rules/subspace.smk"
 include: "workflow/rules/similarity.smk"
 
 

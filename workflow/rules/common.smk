@@ -42,8 +42,25 @@ _unknown = sorted(set(CHECKPOINTS) - set(SEEDS))
 if _unknown:
     raise WorkflowError(f"config key 'checkpoints': seeds {_unknown} are not in 'seeds' {SEEDS}")
 
+
+
+class _Targets(list):
+    """Paths only: `report(...)` flags belong to the rule that makes a file, and on `rule all`'s
+    inputs Snakemake would format their labels with `all`'s (missing) wildcards."""
+
+    def __iadd__(self, paths):
+        self.extend(paths)
+        return self
+
+    def extend(self, paths):
+        super().extend(str(p) for p in paths)
+
+    def append(self, path):
+        super().append(str(path))
+
+
 # Targets that `rule all` builds; each stage file appends its own.
-TARGETS = []
+TARGETS = _Targets()
 
 # Training depends on the dataset's split, not on which held-out images are probed.
 TRAINING_DATASET = {k: v for k, v in config["dataset"].items() if k not in ("probe_images", "probe_seed")}
@@ -63,9 +80,54 @@ def step(name):
     return str(BASEDIR / "src" / "convergent" / "steps" / f"{name}.py")
 
 
+REPORT = BASEDIR / "workflow" / "report"
+_REPORT_CATEGORIES = {"li2016": "Li et al. 2016", "wang2018": "Wang et al. 2018", "similarity": "Beyond the papers"}
+
+
+def _in_report(path, stem, prefix=""):
+    """``path`` as a result of `snakemake --report`, captioned by the longest ``stem`` prefix with a
+    ``workflow/report/<prefix><name>.rst`` (``li2016_fig3_{layer}`` -> ``li2016_fig3.rst``); the rest
+    of the stem (a layer, a measure) becomes a label."""
+    parts = stem.split("_")
+    for n in range(len(parts), 0, -1):
+        name = "_".join(parts[:n])
+        if (REPORT / f"{prefix}{name}.rst").exists():
+            break
+    else:
+        name, n = "", 0
+    rest = "_".join(parts[n:])
+    title = _report_title(name or stem)
+    labels = {"table" if prefix else "figure": title}
+    if rest:
+        labels["layer" if rest in LAYERS or rest == "{layer}" else "variant"] = rest
+    return report(path, caption=str(REPORT / f"{prefix}{name or prefix.rstrip('_') or 'figure'}.rst"),
+                  category=_REPORT_CATEGORIES.get(parts[0], "Networks"),
+                  subcategory="Tables" if prefix else title, labels=labels)
+
+
+def _report_title(name):
+    """``li2016_fig3`` -> ``Fig. 3``, ``li2016_table1`` -> ``Table 1``, ``li2016_mean_activation`` ->
+    ``mean activation``: the paper's own names, under the paper's category."""
+    import re
+
+    short = re.sub(r"^(li2016|wang2018)_", "", name)
+    match = re.fullmatch(r"(fig|table)(\d+)", short)
+    if match:
+        return f"{'Fig.' if match.group(1) == 'fig' else 'Table'} {match.group(2)}"
+    return short.replace("_", " ")
+
+
 def figure(stem):
-    """One figure in every configured format."""
-    return [f"{OUT}/figures/{stem}.{fmt}" for fmt in FORMATS]
+    """One figure in every configured format; the first raster one (PNG) goes into the report."""
+    paths = [f"{OUT}/figures/{stem}.{fmt}" for fmt in FORMATS]
+    shown = next((i for i, fmt in enumerate(FORMATS) if fmt in ("png", "svg", "jpg")), 0)
+    paths[shown] = _in_report(paths[shown], stem)
+    return paths
+
+
+def table_csv(stem):
+    """A table's CSV (its .md and .tex are plain outputs beside it), shown in the report."""
+    return _in_report(f"{OUT}/tables/{stem}.csv", stem, prefix="table_")
 
 
 def table(stem):

@@ -3,7 +3,7 @@
 
 rule table_accuracy:
     output:
-        csv=f"{OUT}/tables/accuracy.csv",
+        csv=table_csv("accuracy"),
         md=f"{OUT}/tables/accuracy.md",
         tex=f"{OUT}/tables/accuracy.tex",
     input:

@@ -1,0 +1,45 @@
+"""Rule `figure_wang2018_fig1`: Wang et al. 2018 Fig. 1, the maximum matching similarity s(ε) of
+every layer along the network, one line per ε, mean over all seed pairs with the spread over
+pairs as error bars; the trained-vs-untrained baseline (the paper's supplement) as dashed lines
+on the same axes."""
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from convergent.plotting import save_figure
+from convergent.subspace import read_pair_result, similarity_frame, summarize_similarity
+
+
+def main(inputs, outputs, params, log):
+    layers = list(params.layers)
+    frame = similarity_frame(read_pair_result(p) for p in [*inputs.pairs, *inputs.baseline])
+    table = summarize_similarity(frame, layers)
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.6 * len(layers) + 2), 3.6))
+    x = np.arange(len(layers))
+    colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, table["eps"].nunique()))
+    for color, (eps, g) in zip(colors, table.groupby("eps")):
+        g = g.set_index("layer").reindex(layers)
+        ax.errorbar(x, g["s_mean"], yerr=g["s_std_pairs"], color=color, marker="o", ms=4,
+                    capsize=3, label=f"ε = {eps:g}")
+        if "baseline_mean" in g and g["baseline_mean"].notna().any():
+            ax.errorbar(x + 0.08, g["baseline_mean"], yerr=g["baseline_std_pairs"].fillna(0),
+                        color=color, marker="x", ms=4, ls="--", capsize=2, alpha=0.8)
+    if len(inputs.baseline):
+        ax.plot([], [], "k--x", label="trained vs untrained")
+    crowded = len(layers) > 8
+    ax.set_xticks(x, layers, rotation=45 if crowded else 0, ha="right" if crowded else "center")
+    ax.set_xlabel("layer (input → output)")
+    ax.set_ylabel("maximum matching similarity s(ε)")
+    ax.set_ylim(-0.03, 1.03)
+    n_pairs = int(table["pairs"].max())
+    ax.set_title(f"Wang et al. Fig. 1: mean ± std over {n_pairs} seed pairs", fontsize=9)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    ax.grid(alpha=0.3)
+    save_figure(fig, outputs, dpi=params.figures["dpi"])
+    print(table.to_string(index=False))
+
+
+if __name__ == "__main__":
+    from convergent.steps.common import run_step
+
+    run_step(main, snakemake)  # noqa: F821

@@ -1,0 +1,46 @@
+"""Rule `subspace`: Wang et al. 2018 maximum matching similarity s(ε) and simple matches of one
+layer, for every seed pair and for the trained-vs-untrained baseline pairs.
+
+One job per layer (like `match`): each network's activations are read once and shared by all
+its pairs, and small layers take milliseconds per pair, so per-pair jobs would mostly spend
+their time starting Python. Conv layers: s(ε) is averaged over `repeats` draws of `sample_size`
+positions (the same rows for every pair); fc layers use every probe image. Simple matches
+(randomized Algorithm 2, `restarts` runs per neuron, §5.2) are computed for the trained pairs in
+`simple_pairs` only, on the first draw.
+"""
+
+from convergent.activations import layer_attrs, read_samples
+from convergent.subspace import compare_layer, write_pair_result
+
+
+def main(inputs, outputs, params, log):
+    cfg, layer = params.cfg, params.layer
+    paths = dict(zip(params.nets, inputs.acts, strict=True))
+    cache = {}
+
+    def samples(net):
+        if net not in cache:
+            cache[net] = read_samples(paths[net], layer)
+        return cache[net]
+
+    kind = str(layer_attrs(paths[params.nets[0]], layer)["kind"])
+    simple_eps = cfg["eps"] if cfg["simple_eps"] is None else cfg["simple_eps"]
+    with_simple = {tuple(p) for p in params.simple_pairs}
+    for (a, b), path in zip(params.pairs, outputs.h5, strict=True):
+        result = compare_layer(
+            samples(a), samples(b), layer=layer, a=a, b=b, kind=kind, eps_grid=cfg["eps"],
+            sample_size=cfg["sample_size"], repeats=cfg["repeats"], seed=cfg["sample_seed"],
+            simple_eps=simple_eps if (a, b) in with_simple else (), restarts=cfg["restarts"],
+            device=cfg["device"])
+        write_pair_result(result, path)
+        mean = result.similarity.mean(0)
+        print(f"{layer} {a}-{b}: d={result.sample_size} x {result.repeats} repeats; s(eps) "
+              + ", ".join(f"{e:g}: {s:.3f}" for e, s in zip(result.eps, mean))
+              + f"; dead units {result.dropped_x.max()} / {result.dropped_y.max()}"
+              + "".join(f"; {len(v[2])} simple matches at {e:g}" for e, v in result.simple.items()))
+
+
+if __name__ == "__main__":
+    from convergent.steps.common import run_step
+
+    run_step(main, snakemake)  # noqa: F821
