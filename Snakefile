@@ -2,6 +2,9 @@
 # Usage: snakemake --cores all [--use-conda] [--configfile workflow/configs/<preset>.yaml]
 # Stages live in workflow/rules/; the config schema in workflow/schemas/.
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/extract.smk"

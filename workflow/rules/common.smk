@@ -14,7 +14,7 @@ sys.path.insert(0, SRC)
 os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p))
 
 from convergent.config import ConfigError, validate  # noqa: E402
-from convergent.models import select_layers  # noqa: E402
+from convergent.architectures import select_layers  # noqa: E402
 
 # A preset given with --configfile is a complete experiment: it replaces config.yaml instead of
 # being merged into it (a merge would leak MNIST settings into, say, a CIFAR run).
@@ -138,9 +138,14 @@ def activations(net):
     return f"{OUT}/activations/{net}.h5"
 
 
-def pair_files(pattern, layers=None):
-    """``pattern`` (with {layer}, {a}, {b}) for every layer and seed pair."""
-    return [pattern.format(layer=layer, a=a, b=b) for layer in (layers or LAYERS) for a, b in PAIRS]
+def pair_files(pattern, pairs=None, layers=None):
+    """``pattern`` (with {layer}, {a}, {b}) for every layer and seed pair (or the pairs given)."""
+    return [pattern.format(layer=layer, a=a, b=b) for layer in (layers or LAYERS) for a, b in (pairs or PAIRS)]
+
+
+def layer_figures(*stems):
+    """Every layer's figure for each stem (``li2016_fig13`` -> ``li2016_fig13_{layer}``)."""
+    return [path for layer in LAYERS for stem in stems for path in figure(f"{stem}_{layer}")]
 
 
 wildcard_constraints:

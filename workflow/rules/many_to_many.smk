@@ -18,16 +18,12 @@ if isinstance(CLUSTER["k"], dict):
                             f"missing {sorted(set(LAYERS) - _k_layers)}, unknown {sorted(_k_layers - set(LAYERS))}")
 
 
-def cluster_cfg(wc):
-    """The clustering keys of the `cluster` section, with k resolved for this layer."""
-    cfg = {k: v for k, v in CLUSTER.items() if k not in _CLUSTER_FIGURE_KEYS + ("pairs",)}
-    if isinstance(cfg["k"], dict):
-        cfg["k"] = cfg["k"][wc.layer]
-    return cfg
-
-
-def _pair_results(pattern, pairs):
-    return [pattern.format(layer=layer, a=a, b=b) for layer in LAYERS for a, b in pairs]
+# The clustering keys of the `cluster` section, with k resolved per layer.
+_CLUSTER_BASE = {k: v for k, v in CLUSTER.items() if k not in _CLUSTER_FIGURE_KEYS + ("pairs",)}
+CLUSTER_PARAMS = {
+    layer: {**_CLUSTER_BASE, "k": CLUSTER["k"][layer] if isinstance(CLUSTER["k"], dict) else CLUSTER["k"]}
+    for layer in LAYERS
+}
 
 
 rule sparse_map:
@@ -61,7 +57,7 @@ rule table_li2016_table2:
         md=f"{OUT}/tables/li2016_table2.md",
         tex=f"{OUT}/tables/li2016_table2.tex",
     input:
-        csv=_pair_results(f"{OUT}/sparse/{{layer}}/{{a}}-{{b}}.csv", SPARSE_PAIRS),
+        csv=pair_files(f"{OUT}/sparse/{{layer}}/{{a}}-{{b}}.csv", SPARSE_PAIRS),
         code=library("tables"),
     params:
         layers=LAYERS,
@@ -84,7 +80,7 @@ rule figure_li2016_sparsity:
     output:
         [path for layer in LAYERS for path in figure(f"li2016_sparsity_{layer}")],
     input:
-        csv=_pair_results(f"{OUT}/sparse/{{layer}}/{{a}}-{{b}}.csv", SPARSE_PAIRS),
+        csv=pair_files(f"{OUT}/sparse/{{layer}}/{{a}}-{{b}}.csv", SPARSE_PAIRS),
         code=library("plotting"),
     params:
         layers=LAYERS,
@@ -110,7 +106,7 @@ rule cluster:
         stats=f"{OUT}/stats/{{layer}}.h5",
         code=library("correlation", "clustering"),
     params:
-        cfg=cluster_cfg,
+        cfg=lambda wc: CLUSTER_PARAMS[wc.layer],
         pair=lambda wc: (int(wc.a), int(wc.b)),
     log:
         f"{OUT}/logs/cluster/{{layer}}/{{a}}-{{b}}.log",
@@ -132,7 +128,7 @@ rule table_li2016_clusters:
         md=f"{OUT}/tables/li2016_clusters.md",
         tex=f"{OUT}/tables/li2016_clusters.tex",
     input:
-        json=_pair_results(f"{OUT}/clusters/{{layer}}/{{a}}-{{b}}.json", CLUSTER_PAIRS),
+        json=pair_files(f"{OUT}/clusters/{{layer}}/{{a}}-{{b}}.json", CLUSTER_PAIRS),
         code=library("clustering", "tables"),
     log:
         f"{OUT}/logs/table_li2016_clusters.log",
@@ -151,15 +147,11 @@ rule table_li2016_clusters:
 _FIRST_CLUSTERS = [f"{OUT}/clusters/{layer}/{FIRST_PAIR[0]}-{FIRST_PAIR[1]}.json" for layer in LAYERS]
 
 
-def _layer_figures(*stems):
-    return [path for layer in LAYERS for stem in stems for path in figure(f"{stem}_{layer}")]
-
-
 # Fig. 13, Fig. 14 and the eigenvalue plot of every layer: one job, as each figure takes a
 # fraction of the second it costs to start Python with matplotlib.
 rule figure_li2016_clusters:
     output:
-        _layer_figures("li2016_fig13", "li2016_fig14", "li2016_eigenvalues"),
+        layer_figures("li2016_fig13", "li2016_fig14", "li2016_eigenvalues"),
     input:
         json=_FIRST_CLUSTERS,
         stats=[f"{OUT}/stats/{layer}.h5" for layer in LAYERS],
@@ -183,7 +175,7 @@ rule figure_li2016_clusters:
 # Figs. 5, 12 and 6 of every layer: one job, so the probe images are loaded once.
 rule figure_li2016_cluster_units:
     output:
-        _layer_figures("li2016_fig5", "li2016_fig12", "li2016_fig6"),
+        layer_figures("li2016_fig5", "li2016_fig12", "li2016_fig6"),
     input:
         json=_FIRST_CLUSTERS,
         act_a=activations(f"seed{FIRST_PAIR[0]}"),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import sys
 import time
 import traceback
@@ -46,7 +48,9 @@ def run_step(main, snakemake) -> None:
             stack.enter_context(contextlib.redirect_stdout(_Tee(handle, sys.stdout)))
             stack.enter_context(contextlib.redirect_stderr(_Tee(handle, sys.stderr)))
         began = time.perf_counter()
-        print(f"[{snakemake.rule}] started {time.strftime('%Y-%m-%d %H:%M:%S')}", file=sys.stderr)
+        where = f" as SLURM job {os.environ['SLURM_JOB_ID']}" if "SLURM_JOB_ID" in os.environ else ""
+        print(f"[{snakemake.rule}] started {time.strftime('%Y-%m-%d %H:%M:%S')} on {socket.gethostname()}{where}",
+              file=sys.stderr)
         try:
             main(snakemake.input, snakemake.output, snakemake.params, snakemake.log)
         except BaseException:

@@ -3,7 +3,7 @@
 from convergent.config import config_hash
 from convergent.data import load_dataset, probe_set
 from convergent.extraction import extract_activations
-from convergent.models import select_layers
+from convergent.architectures import select_layers
 from convergent.training import load_checkpoint, select_device
 
 

@@ -14,7 +14,7 @@ from torch import nn
 from convergent.activations import layer_attrs, read_image_index, read_top_activations, root_attrs
 from convergent.data import load_probe_images
 from convergent.matching import extremes, frame_matches, read_match_csv
-from convergent.models import probe_layer_names
+from convergent.architectures import probe_layer_names
 from convergent.patches import cut_patches, draw_patch_grid, filter_images
 from convergent.plotting import save_figure
 from convergent.steps.figure_li2016_fig3 import layer_outputs
