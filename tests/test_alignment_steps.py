@@ -168,11 +168,13 @@ def test_figure_steps_write_readable_pngs(experiment, tmp_path, monkeypatch):
     assert (tmp_path / "li2016_fig2_conv1.pdf").stat().st_size > 1000
 
 
-def test_layer_outputs_picks_each_layers_files():
+def test_outputs_named_picks_each_layers_files():
+    from convergent.plotting import outputs_named
+
     outputs = ["f/li2016_fig3_conv1.pdf", "f/li2016_fig3_conv1.png", "f/li2016_fig3_conv10.png"]
-    assert figure_li2016_fig3.layer_outputs(outputs, "li2016_fig3", "conv1") == outputs[:2]
+    assert outputs_named(outputs, "li2016_fig3_conv1") == outputs[:2]
     with pytest.raises(ValueError):
-        figure_li2016_fig3.layer_outputs(outputs, "li2016_fig3", "fc1")
+        outputs_named(outputs, "li2016_fig3_fc1")
 
 
 def test_patch_rows_show_each_unit_and_its_partner(experiment):

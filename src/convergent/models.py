@@ -23,7 +23,7 @@ from torch import nn
 from torchvision import models as tv_models
 
 from convergent.architectures import (  # noqa: F401 (re-exported)
-    _RESNET_BLOCKS, _VGG16_STAGES, ARCHITECTURES, probe_layer_names, select_layers)
+    _RESNET_BLOCKS, ARCHITECTURES, probe_layer_names, select_layers)
 
 class SmallCNN(nn.Module):
     """4 conv + 2 fc layers with ReLU; small enough to train in a minute on a laptop CPU."""

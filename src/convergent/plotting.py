@@ -22,6 +22,17 @@ def save_figure(fig, paths: Iterable[str | os.PathLike], dpi: int = 150) -> None
     plt.close(fig)
 
 
+def outputs_named(outputs: Iterable[str | os.PathLike], stem: str) -> list[str]:
+    """The paths among a job's ``outputs`` (one per format) of the figure named ``stem``.
+
+    Steps that draw several figures in one job (one per layer) pick each figure's files this way.
+    """
+    paths = [str(p) for p in outputs if Path(str(p)).stem == stem]
+    if not paths:
+        raise ValueError(f"no output path for figure {stem!r}")
+    return paths
+
+
 def figure_paths(stem: str | os.PathLike, formats: Iterable[str]) -> list[Path]:
     return [Path(f"{stem}.{fmt}") for fmt in formats]
 

@@ -12,7 +12,6 @@
 """
 
 import math
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -22,7 +21,7 @@ from convergent.activations import layer_attrs, read_image_index, read_top_activ
 from convergent.clustering import read_clusters_json
 from convergent.data import load_probe_images
 from convergent.patches import cut_patches, draw_patch_grid, tile
-from convergent.plotting import save_figure
+from convergent.plotting import outputs_named, save_figure
 
 NET_A_COLOR = "tab:blue"
 
@@ -210,9 +209,9 @@ def draw_layer(doc, images, act_a, act_b, cfg, outputs, dpi):
             rows = cluster_rows(doc, clusters, labels_key, cell, max_units)
             fig = cluster_figure(doc, rows, clusters, f"{layer}: top {len(rows)} clusters ({level}) by between-net "
                                  f"similarity; each unit by {what}; {marked}", height)
-        save_figure(fig, layer_outputs(outputs, f"li2016_{key}_{layer}"), dpi=dpi)
+        save_figure(fig, outputs_named(outputs, f"li2016_{key}_{layer}"), dpi=dpi)
     save_figure(tree_figure(doc, single, max_units, cfg["fig6_max_leaves"]),
-                layer_outputs(outputs, f"li2016_fig6_{layer}"), dpi=dpi)
+                outputs_named(outputs, f"li2016_fig6_{layer}"), dpi=dpi)
 
 
 def empty_figure(message: str):
@@ -221,14 +220,6 @@ def empty_figure(message: str):
     ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=9, wrap=True)
     ax.axis("off")
     return fig
-
-
-def layer_outputs(outputs, stem: str) -> list:
-    """The paths (one per format) of the figure named ``stem``."""
-    paths = [p for p in outputs if Path(str(p)).stem == stem]
-    if not paths:
-        raise ValueError(f"no output path for figure {stem!r}")
-    return paths
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ every layer (first seed pair); one job, as each figure is quick and starting Pyt
   the k used, with its gap.
 """
 
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -22,7 +21,7 @@ from matplotlib.ticker import MaxNLocator
 
 from convergent.clustering import read_clusters_json
 from convergent.correlation import LayerStats
-from convergent.plotting import matrix_image, save_figure
+from convergent.plotting import matrix_image, outputs_named, save_figure
 
 
 def combined_corr(pair) -> np.ndarray:
@@ -33,7 +32,7 @@ def cluster_permutation(doc) -> tuple[np.ndarray, list[int], list[int]]:
     """Live vertices grouped by first-level cluster (clusters by between-net similarity,
     undefined last) and, inside each, by leaf of the hierarchical clustering (tree order), net
     a's units first in a leaf; dead units last. Also the first-level and the leaf block sizes."""
-    labels, S = doc["labels"], doc["units"]
+    labels = doc["labels"]
     table = doc["clusters"].set_index("cluster")
     live = np.flatnonzero(labels >= 0)
     clusters = np.unique(labels[live])
@@ -124,23 +123,15 @@ def eigenvalue_figure(doc):
     return fig
 
 
-def layer_outputs(outputs, stem: str) -> list:
-    """The paths (one per format) of the figure named ``stem``."""
-    paths = [p for p in outputs if Path(str(p)).stem == stem]
-    if not paths:
-        raise ValueError(f"no output path for figure {stem!r}")
-    return paths
-
-
 def main(inputs, outputs, params, log):
     dpi = params.figures["dpi"]
     for json_path, stats_path in zip(inputs.json, inputs.stats):
         doc = read_clusters_json(json_path)
         layer = doc["layer"]
         pair = LayerStats.load(stats_path).pair(doc["a"], doc["b"])
-        save_figure(fig13(doc, combined_corr(pair)), layer_outputs(outputs, f"li2016_fig13_{layer}"), dpi=dpi)
-        save_figure(fig14(doc), layer_outputs(outputs, f"li2016_fig14_{layer}"), dpi=dpi)
-        save_figure(eigenvalue_figure(doc), layer_outputs(outputs, f"li2016_eigenvalues_{layer}"), dpi=dpi)
+        save_figure(fig13(doc, combined_corr(pair)), outputs_named(outputs, f"li2016_fig13_{layer}"), dpi=dpi)
+        save_figure(fig14(doc), outputs_named(outputs, f"li2016_fig14_{layer}"), dpi=dpi)
+        save_figure(eigenvalue_figure(doc), outputs_named(outputs, f"li2016_eigenvalues_{layer}"), dpi=dpi)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,7 @@ from convergent.data import load_probe_images
 from convergent.matching import extremes, frame_matches, read_match_csv
 from convergent.architectures import probe_layer_names
 from convergent.patches import cut_patches, draw_patch_grid, filter_images
-from convergent.plotting import save_figure
-from convergent.steps.figure_li2016_fig3 import layer_outputs
+from convergent.plotting import outputs_named, save_figure
 from convergent.training import load_checkpoint
 
 
@@ -88,7 +87,7 @@ def main(inputs, outputs, params, log):
     for layer, matching in zip(params.layers, inputs.matching, strict=True):
         models = list(inputs.models) if layer == first_layer else []
         fig = plot(images, inputs, matching, layer, params.cfg, params.measure, params.pair, models)
-        save_figure(fig, layer_outputs(outputs, params.figure, layer), dpi=params.figures["dpi"])
+        save_figure(fig, outputs_named(outputs, f"{params.figure}_{layer}"), dpi=params.figures["dpi"])
 
 
 if __name__ == "__main__":

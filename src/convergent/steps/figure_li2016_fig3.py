@@ -5,21 +5,12 @@ bipartite-matching partner in net b, units sorted by decreasing semi-matching co
 (first seed pair). One figure file per layer: ``li2016_fig3_{layer}``.
 """
 
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
 from convergent.matching import read_match_csv, summarize_match
-from convergent.plotting import save_figure
-
-
-def layer_outputs(outputs, prefix: str, layer: str) -> list[str]:
-    """The output files (one per format) of ``prefix_{layer}``."""
-    paths = [p for p in outputs if Path(p).stem == f"{prefix}_{layer}"]
-    if not paths:
-        raise ValueError(f"no output named {prefix}_{layer}.*")
-    return paths
+from convergent.plotting import outputs_named, save_figure
 
 
 def plot(frame, layer: str, a: int, b: int):
@@ -50,7 +41,7 @@ def main(inputs, outputs, params, log):
     a, b = params.pair
     for layer, path in zip(params.layers, inputs.matching, strict=True):
         fig = plot(read_match_csv(path), layer, a, b)
-        save_figure(fig, layer_outputs(outputs, "li2016_fig3", layer), dpi=params.figures["dpi"])
+        save_figure(fig, outputs_named(outputs, f"li2016_fig3_{layer}"), dpi=params.figures["dpi"])
 
 
 if __name__ == "__main__":

@@ -10,8 +10,7 @@ import numpy as np
 
 from convergent.activations import check_paired, iter_sample_chunks
 from convergent.matching import extremes, frame_matches, read_match_csv
-from convergent.plotting import save_figure
-from convergent.steps.figure_li2016_fig3 import layer_outputs
+from convergent.plotting import outputs_named, save_figure
 
 
 def columns(path, layer: str, units: list[int]) -> np.ndarray:
@@ -47,7 +46,7 @@ def main(inputs, outputs, params, log):
     a, b = params.pair
     for layer, matching in zip(params.layers, inputs.matching, strict=True):
         fig = plot(inputs.act_a, inputs.act_b, matching, layer, params.cfg["scatter_pairs"], a, b)
-        save_figure(fig, layer_outputs(outputs, "li2016_fig7", layer), dpi=params.figures["dpi"])
+        save_figure(fig, outputs_named(outputs, f"li2016_fig7_{layer}"), dpi=params.figures["dpi"])
 
 
 if __name__ == "__main__":

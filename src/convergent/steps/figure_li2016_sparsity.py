@@ -5,13 +5,12 @@ Left: loss against mean weights per unit of net b (exact non-zeros, and |w| > 0.
 original counted), each point one decay. Right: both against the decay.
 """
 
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from convergent.plotting import save_figure
+from convergent.plotting import outputs_named, save_figure
 
 
 def plot_layer(frames: list[pd.DataFrame], layer: str):
@@ -55,9 +54,9 @@ def main(inputs, outputs, params, log):
     frames = [pd.read_csv(path) for path in inputs.csv]
     for layer in params.layers:
         mine = [f for f in frames if f.layer.iloc[0] == layer]
-        paths = [p for p in outputs if Path(str(p)).stem == f"li2016_sparsity_{layer}"]
-        if not mine or not paths:
-            raise ValueError(f"layer {layer!r}: {len(mine)} result files, {len(paths)} output paths")
+        if not mine:
+            raise ValueError(f"layer {layer!r}: no sparse-mapping results among the inputs")
+        paths = outputs_named(outputs, f"li2016_sparsity_{layer}")
         save_figure(plot_layer(mine, layer), paths, dpi=params.figures["dpi"])
 
 

@@ -8,14 +8,13 @@ the diagonal stands out. The table states it in numbers: mean diagonal, mean off
 the fraction of A's layers whose most similar layer of B is the same layer.
 """
 
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from convergent import similarity as sim
-from convergent.plotting import save_figure
+from convergent.plotting import outputs_named, save_figure
 from convergent.tables import write_table
 
 KINDS = [("trained", "trained vs trained"), ("untrained", "trained vs untrained")]
@@ -77,7 +76,7 @@ def main(inputs, outputs, params, log):
                      "one row per image; conv layers: means of disjoint halves of the sampled positions (noisy)")
         fig.suptitle(f"{info.label} ({info.reference}), every layer pair\n{rows_note}", fontsize=8)
         stem = f"similarity_cross_layer_{measure}"
-        save_figure(fig, [p for p in outputs if Path(p).stem == stem], dpi=params.figures["dpi"])
+        save_figure(fig, outputs_named(outputs, stem), dpi=params.figures["dpi"])
     table = pd.DataFrame(rows)
     write_table(table, str(outputs.csv)[: -len(".csv")],
                 caption="Cross-layer similarity: same layer (diagonal) vs other layers")
