@@ -33,14 +33,9 @@ def outputs_named(outputs: Iterable[str | os.PathLike], stem: str) -> list[str]:
     return paths
 
 
-def figure_paths(stem: str | os.PathLike, formats: Iterable[str]) -> list[Path]:
-    return [Path(f"{stem}.{fmt}") for fmt in formats]
-
-
 def matrix_image(ax, matrix, title: str, vmin=None, vmax=None, cmap="gray"):
     """A matrix shown as in Li et al. Fig. 1: minimum black, maximum white, NaN (dead) in red."""
-    cmap = plt.get_cmap(cmap).copy()
-    cmap.set_bad("tab:red")
+    cmap = plt.get_cmap(cmap).with_extremes(bad="tab:red")
     image = ax.imshow(matrix, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
     ax.set_title(title, fontsize=9)
     ax.set_xticks([]), ax.set_yticks([])
