@@ -20,6 +20,39 @@ if str(SRC) not in sys.path:  # tests run from a checkout, installed or not
     sys.path.insert(0, str(SRC))
 
 
+class Named(list):
+    """Snakemake's named lists in miniature: a list with the entries also reachable by name."""
+
+    def __init__(self, items=(), **named):
+        super().__init__([*items, *named.values()])
+        self.__dict__.update(named)
+
+
+def write_conv_activations(path, seed: int, samples, positions, image_index, out_side: int,
+                           receptive_field, top_k: int = 4, layer: str = "conv1") -> None:
+    """A synthetic activation file for one conv layer, in the contract of convergent.activations,
+    for step tests that need known activations rather than a trained network's."""
+    import h5py
+    import numpy as np
+
+    from convergent.activations import TOP_DTYPE
+
+    units = samples.shape[1]
+    top = np.zeros((units, top_k), dtype=TOP_DTYPE)
+    for u in range(units):
+        order = np.argsort(-samples[:, u])[:top_k]
+        top[u]["image"], top[u]["y"], top[u]["x"] = positions[order].T
+        top[u]["value"] = samples[order, u]
+    with h5py.File(path, "w") as h5:
+        h5.attrs.update({"layers": [layer], "seed": seed, "architecture": "small_cnn"})
+        h5.create_dataset("probe/image_index", data=image_index)
+        group = h5.create_group(f"layers/{layer}")
+        group.create_dataset("samples", data=samples.astype(np.float32))
+        group.create_dataset("positions", data=positions)
+        group.create_dataset("top_activations", data=top)
+        group.attrs.update({"kind": "conv", "shape": (units, out_side, out_side), "receptive_field": receptive_field})
+
+
 def tiny_config() -> dict:
     return yaml.safe_load(TINY_CONFIG.read_text())
 

@@ -8,14 +8,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import h5py  # noqa: E402
 import matplotlib.image  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 
-from convergent.activations import TOP_DTYPE  # noqa: E402
+from conftest import Named, write_conv_activations  # noqa: E402
 from convergent.correlation import joint_layer_statistics  # noqa: E402
 from convergent.matching import read_match_csv, summarize_pairs  # noqa: E402
 from convergent.steps import (  # noqa: E402
@@ -39,32 +38,6 @@ CFG_MI = {"samples": 300, "seed": 0, "bins": 20, "zero_threshold": 1e-6, "block_
 FIGURES = {"dpi": 60, "formats": ["png"]}
 
 
-class Named(list):
-    """Snakemake's named lists in miniature: a list with the entries also reachable by name."""
-
-    def __init__(self, items=(), **named):
-        super().__init__([*items, *named.values()])
-        self.__dict__.update(named)
-
-
-def write_activations(path, seed, samples, positions, image_index):
-    values = samples.reshape(IMAGES, PER_IMAGE, UNITS)
-    top = np.zeros((UNITS, 4), dtype=TOP_DTYPE)
-    for u in range(UNITS):
-        order = np.argsort(-samples[:, u])[:4]
-        top[u]["image"], top[u]["y"], top[u]["x"] = positions[order].T
-        top[u]["value"] = samples[order, u]
-    assert values.shape[0] == IMAGES
-    with h5py.File(path, "w") as h5:
-        h5.attrs.update({"layers": ["conv1"], "seed": seed, "architecture": "small_cnn"})
-        h5.create_dataset("probe/image_index", data=image_index)
-        group = h5.create_group("layers/conv1")
-        group.create_dataset("samples", data=samples.astype(np.float32))
-        group.create_dataset("positions", data=positions)
-        group.create_dataset("top_activations", data=top)
-        group.attrs.update({"kind": "conv", "shape": (UNITS, OUT_SIDE, OUT_SIDE), "receptive_field": RF})
-
-
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory):
     root = tmp_path_factory.mktemp("alignment")
@@ -82,7 +55,7 @@ def experiment(tmp_path_factory):
     paths = []
     for seed, samples in enumerate((net0, net1, net2)):
         paths.append(root / f"seed{seed}.h5")
-        write_activations(paths[-1], seed, samples, positions, np.arange(IMAGES))
+        write_conv_activations(paths[-1], seed, samples, positions, np.arange(IMAGES), OUT_SIDE, RF)
     stats_path = root / "stats" / "conv1.h5"
     joint_layer_statistics(paths, [0, 1, 2], "conv1").save(stats_path)
     pairs = [(0, 1), (0, 2), (1, 2)]

@@ -12,15 +12,13 @@ matplotlib.use("Agg")
 
 from types import SimpleNamespace  # noqa: E402
 
-import h5py  # noqa: E402
 import matplotlib.image  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from sklearn.metrics import adjusted_rand_score  # noqa: E402
 
-from conftest import copy_run, planned_jobs, tiny_config, write_config  # noqa: E402
-from convergent.activations import TOP_DTYPE  # noqa: E402
+from conftest import Named, copy_run, planned_jobs, tiny_config, write_config, write_conv_activations  # noqa: E402
 from convergent.clustering import read_clusters_json  # noqa: E402
 from convergent.correlation import joint_layer_statistics  # noqa: E402
 from convergent.sparse_mapping import decay_grid  # noqa: E402
@@ -47,31 +45,6 @@ FIGURE_CFG = {"patches": 4, "fig5_clusters": 3, "fig12_clusters": 4, "fig6_max_l
 FIGURES = {"dpi": 60, "formats": ["png"]}
 
 
-class Named(list):
-    """Snakemake's named lists in miniature: a list with the entries also reachable by name."""
-
-    def __init__(self, items=(), **named):
-        super().__init__([*items, *named.values()])
-        self.__dict__.update(named)
-
-
-def write_activations(path, seed, samples, positions):
-    units = samples.shape[1]
-    top = np.zeros((units, 4), dtype=TOP_DTYPE)
-    for u in range(units):
-        order = np.argsort(-samples[:, u])[:4]
-        top[u]["image"], top[u]["y"], top[u]["x"] = positions[order].T
-        top[u]["value"] = samples[order, u]
-    with h5py.File(path, "w") as h5:
-        h5.attrs.update({"layers": ["conv1"], "seed": seed, "architecture": "small_cnn"})
-        h5.create_dataset("probe/image_index", data=np.arange(IMAGES))
-        group = h5.create_group("layers/conv1")
-        group.create_dataset("samples", data=samples.astype(np.float32))
-        group.create_dataset("positions", data=positions)
-        group.create_dataset("top_activations", data=top)
-        group.attrs.update({"kind": "conv", "shape": (units, OUT_SIDE, OUT_SIDE), "receptive_field": RF})
-
-
 @pytest.fixture(scope="module")
 def experiment(tmp_path_factory):
     root = tmp_path_factory.mktemp("many_to_many")
@@ -89,7 +62,7 @@ def experiment(tmp_path_factory):
     net1[:, DEAD_B] = 0.0
     paths = [root / "seed0.h5", root / "seed1.h5"]
     for seed, (path, samples) in enumerate(zip(paths, (net0, net1))):
-        write_activations(path, seed, samples, positions)
+        write_conv_activations(path, seed, samples, positions, np.arange(IMAGES), OUT_SIDE, RF)
     stats = root / "stats" / "conv1.h5"
     joint_layer_statistics(paths, [0, 1], "conv1").save(stats)
     images = rng.integers(0, 256, size=(IMAGES, SIDE, SIDE, 1), dtype=np.uint8)
