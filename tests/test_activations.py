@@ -112,3 +112,28 @@ def test_float16_storage(tmp_path, extracted):
     with h5py.File(half) as h5:
         assert h5["layers/conv1/samples"].dtype == np.float16
     np.testing.assert_allclose(read_samples(half, "conv1"), read_samples(a, "conv1"), rtol=2e-3, atol=2e-3)
+
+
+def test_read_samples_picks_sorted_rows_chunk_by_chunk(extracted):
+    _, [(_, a), _] = extracted
+    every = read_samples(a, "conv1")
+    rows = np.array([0, 3, 4, 17, 18, 49])
+    for chunk_rows in (1, 4, 7, 1000):  # rows at, inside and across block edges
+        np.testing.assert_array_equal(read_samples(a, "conv1", rows, chunk_rows=chunk_rows), every[rows])
+    assert read_samples(a, "conv1", np.array([], dtype=int)).shape == (0, every.shape[1])
+    np.testing.assert_array_equal(read_samples(a, "conv1", slice(2, 9)), every[2:9])
+    for bad in ([3, 1], [1, 1], [50]):
+        with pytest.raises(ValueError, match="sorted, distinct and below 50"):
+            read_samples(a, "conv1", np.array(bad))
+
+
+def test_image_means_of_a_conv_layer_without_them_is_an_error(tmp_path, extracted):
+    import shutil
+
+    _, [(_, a), _] = extracted
+    old = tmp_path / "old.h5"
+    shutil.copy(a, old)
+    with h5py.File(old, "a") as h5:
+        del h5["layers/conv1/image_mean"]
+    with pytest.raises(ValueError, match="old.h5: conv layer 'conv1' has no image_mean.*re-extract"):
+        read_image_means(old, "conv1")

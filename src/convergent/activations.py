@@ -2,7 +2,7 @@
 
 Written by :mod:`convergent.extraction`.
 
-File layout (one file per network, self-describing; DESIGN.md "Activations HDF5"):
+File layout (one file per network, self-describing; docs/architecture.md, "File contracts"):
 
 * ``/probe/image_index`` (int): dataset indices (into the held-out split) of the probe images.
 * ``/layers/{layer}/samples`` (float, ``[n_samples, n_units]``): post-ReLU activations. Conv
@@ -23,11 +23,12 @@ File layout (one file per network, self-describing; DESIGN.md "Activations HDF5"
 from __future__ import annotations
 
 import os
-import zlib
 from collections.abc import Iterator
 
 import h5py
 import numpy as np
+
+from convergent.sampling import seeded_rng
 
 TOP_DTYPE = np.dtype([("image", "<i8"), ("y", "<i4"), ("x", "<i4"), ("value", "<f8")])
 
@@ -36,7 +37,7 @@ def sample_positions(layer: str, n_images: int, height: int, width: int, per_ima
                      seed: int) -> np.ndarray:
     """The (image, y, x) rows sampled for a conv layer: a function of the layer's name, shape and
     the config seed only, never of the network, which is what pairs rows across networks."""
-    rng = np.random.default_rng([seed, zlib.crc32(layer.encode())])
+    rng = seeded_rng(seed, layer)
     per_image = min(per_image, height * width)
     flat = np.stack([rng.choice(height * width, size=per_image, replace=False) for _ in range(n_images)])
     flat.sort(axis=1)
@@ -71,12 +72,26 @@ def _layer_group(h5: h5py.File, path, layer: str) -> h5py.Group:
 
 
 def read_samples(path: str | os.PathLike, layer: str, rows: np.ndarray | slice | None = None,
-                 dtype=np.float64) -> np.ndarray:
-    """A layer's activations ``[n_samples, n_units]`` (all rows, a slice, or sorted row indices)."""
+                 dtype=np.float64, chunk_rows: int = 65536) -> np.ndarray:
+    """A layer's activations ``[n_samples, n_units]``: every row, a slice, or the rows at the
+    sorted, distinct indices ``rows`` (e.g. :func:`convergent.sampling.sample_rows`).
+
+    Indexed rows are read in consecutive blocks of ``chunk_rows`` and picked in memory: h5py's
+    point selection of scattered rows is far slower, and a block at a time bounds the memory.
+    """
     with h5py.File(path, "r") as h5:
         data = _layer_group(h5, path, layer)["samples"]
-        out = data[()] if rows is None else data[rows]
-    return np.asarray(out, dtype=dtype)
+        if rows is None or isinstance(rows, slice):
+            return np.asarray(data[() if rows is None else rows], dtype=dtype)
+        rows = np.asarray(rows, dtype=np.int64)
+        if np.any(np.diff(rows) <= 0) or (rows.size and not 0 <= rows[0] <= rows[-1] < data.shape[0]):
+            raise ValueError(f"{path}: rows of {layer!r} must be sorted, distinct and below {data.shape[0]}")
+        out = np.empty((len(rows), data.shape[1]), dtype=dtype)
+        for start in range(0, data.shape[0], chunk_rows):
+            lo, hi = np.searchsorted(rows, [start, start + chunk_rows])
+            if lo < hi:
+                out[lo:hi] = data[start:start + chunk_rows][rows[lo:hi] - start]
+        return out
 
 
 def iter_sample_chunks(path: str | os.PathLike, layer: str, chunk_rows: int) -> Iterator[np.ndarray]:
@@ -97,8 +112,12 @@ def read_image_means(path: str | os.PathLike, layer: str) -> np.ndarray:
     """One row per probe image: conv layers' spatial mean over the whole map, fc layers' values."""
     with h5py.File(path, "r") as h5:
         group = _layer_group(h5, path, layer)
-        data = group["image_mean"] if "image_mean" in group else group["samples"]
-        return np.asarray(data[()], dtype=np.float64)
+        if "image_mean" in group:
+            return np.asarray(group["image_mean"][()], dtype=np.float64)
+        if "positions" in group:  # rows are (image, position) samples, not images
+            raise ValueError(f"{path}: conv layer {layer!r} has no image_mean (written by an older "
+                             "extractor); re-extract it (snakemake --forcerun extract)")
+        return np.asarray(group["samples"][()], dtype=np.float64)
 
 
 def read_top_activations(path: str | os.PathLike, layer: str) -> np.ndarray:

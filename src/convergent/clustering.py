@@ -38,7 +38,6 @@ True
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,6 +45,8 @@ import numpy as np
 import pandas as pd
 import scipy.linalg
 from sklearn.cluster import KMeans
+
+from convergent.outputs import atomic_output
 
 
 @dataclass(frozen=True)
@@ -411,11 +412,8 @@ def write_clusters_json(res: PairClustering, path, **meta) -> None:
         "leaves": _records(res.leaves),
         "tree": res.tree.to_dict(n_a),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=1))
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(doc, indent=1))
 
 
 def read_clusters_json(path) -> dict:

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import h5py
 import numpy as np
 
 from convergent.activations import check_paired, iter_sample_chunks, layer_attrs
+from convergent.outputs import atomic_output
 
 
 def _dead(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -164,14 +164,10 @@ class LayerStats:
         )
 
     def save(self, path: str | os.PathLike) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        with h5py.File(tmp, "w") as h5:
+        with atomic_output(path) as tmp, h5py.File(tmp, "w") as h5:
             h5.attrs.update({"layer": self.layer, "n_samples": self.n_samples, "units": self.units})
             for name in ("seeds", "mean", "std", "cov", "corr", "dead"):
                 h5.create_dataset(name, data=getattr(self, name))
-        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LayerStats":

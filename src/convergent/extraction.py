@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from convergent import __version__
 from convergent.activations import TOP_DTYPE, sample_positions
 from convergent.models import receptive_field
+from convergent.outputs import atomic_output
 
 
 class _TopK:
@@ -75,13 +76,11 @@ def extract_activations(
         for layer in layers
     ]
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.tmp{os.getpid()}")
     dtype = np.dtype(cfg["dtype"])
     n_images = len(probe)
     loader = DataLoader(probe, batch_size=cfg["batch_size"])
     try:
-        with h5py.File(tmp, "w") as h5, torch.no_grad():
+        with atomic_output(out_path) as tmp, h5py.File(tmp, "w") as h5, torch.no_grad():
             h5.attrs.update({**root_attrs, "layers": list(layers), "convergent_version": __version__})
             h5.create_dataset("probe/image_index", data=np.asarray(image_index, dtype=np.int64))
             state: dict[str, dict] = {}
@@ -109,12 +108,9 @@ def extract_activations(
             for layer, st in state.items():
                 h, w = st["hw"]
                 h5[f"layers/{layer}"].create_dataset("top_activations", data=st["top"].records(h, w))
-        os.replace(tmp, out_path)
     finally:
         for handle in handles:
             handle.remove()
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _open_layer(h5, layer, act, n_images, cfg, dtype, model, in_channels, image_size) -> dict:

@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
+
+from convergent.outputs import atomic_output
 
 __all__ = [
     "Match",
@@ -156,11 +157,8 @@ def match_frame(
 
 def write_match_csv(frame: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write a :func:`match_frame` table atomically (a partial file is never left under ``path``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    frame.to_csv(tmp, index=False, float_format="%.17g")
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        frame.to_csv(tmp, index=False, float_format="%.17g")
 
 
 def read_match_csv(path: str | os.PathLike) -> pd.DataFrame:

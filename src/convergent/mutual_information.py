@@ -29,12 +29,12 @@ import numpy as np
 from scipy.special import xlogy
 
 from convergent.device import resolve_device
+from convergent.sampling import sample_rows, seeded_rng
 
 __all__ = [
     "ZERO_THRESHOLD",
     "percentile_edges",
     "bin_codes",
-    "sample_rows",
     "joint_counts",
     "mutual_information",
     "mutual_information_from_codes",
@@ -136,16 +136,6 @@ def bin_codes(
         else:
             codes[:, u0 : u0 + block_units] = _bin_block_torch(block, n_bins, zero_threshold, device).T
     return codes
-
-
-def sample_rows(n_rows: int, n_samples: int | None, seed: int = 0) -> np.ndarray:
-    """Sorted indices of ``n_samples`` rows drawn without replacement (all rows if None or ≥ n_rows).
-
-    Both networks' activations are indexed with the same rows, so the samples stay paired.
-    """
-    if n_samples is None or n_samples >= n_rows:
-        return np.arange(n_rows)
-    return np.sort(np.random.default_rng(seed).choice(n_rows, size=n_samples, replace=False))
 
 
 @functools.cache
@@ -331,9 +321,9 @@ def mutual_information(
     if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
         raise ValueError(f"expected paired [n, units] arrays, got {x.shape} and {y.shape}")
     device = resolve_device(device)
-    rows = sample_rows(x.shape[0], n_samples, seed)
-    xs = np.asarray(x[rows], dtype=np.float64)
-    ys = np.asarray(y[rows], dtype=np.float64)
+    rows = sample_rows(x.shape[0], n_samples, seeded_rng(seed))
+    xs = np.asarray(x if rows is None else x[rows], dtype=np.float64)
+    ys = np.asarray(y if rows is None else y[rows], dtype=np.float64)
     codes_x = bin_codes(xs, n_bins, zero_threshold, block_units=block_units, device=device)
     codes_y = bin_codes(ys, n_bins, zero_threshold, block_units=block_units, device=device)
     mi = mutual_information_from_codes(codes_x, codes_y, n_bins + 1, block_units=block_units, device=device,

@@ -12,13 +12,14 @@ matplotlib.use("Agg")  # figures are written to files, never shown; no display o
 
 import matplotlib.pyplot as plt  # noqa: E402
 
+from convergent.outputs import atomic_output  # noqa: E402
+
 
 def save_figure(fig, paths: Iterable[str | os.PathLike], dpi: int = 150) -> None:
-    """Save ``fig`` to each path (the extension picks the format) and close it."""
+    """Save ``fig`` to each path (the extension picks the format; each file atomically) and close it."""
     for path in paths:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 
 from convergent.data import ImageSplits
 from convergent.models import build_model
+from convergent.outputs import atomic_output
 
 CHECKPOINT_FORMAT = "convergent-checkpoint-v1"
 
@@ -46,11 +47,8 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """Write to a temporary name, then rename: a killed job never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def augment_batch(x: torch.Tensor, mode: str) -> torch.Tensor:

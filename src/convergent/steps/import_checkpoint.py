@@ -7,12 +7,12 @@ the rest of the pipeline treats the network exactly like one it trained.
 
 import json
 import time
-from pathlib import Path
 
 import torch
 
 from convergent.data import load_dataset
 from convergent.models import build_model
+from convergent.outputs import atomic_output
 from convergent.training import atomic_save, checkpoint_payload, evaluate, read_foreign_state_dict
 
 
@@ -34,7 +34,8 @@ def main(inputs, outputs, params, log):
                "seconds": time.perf_counter() - began, "trained": True,
                "imported_from": str(inputs.checkpoint), "history": []}
     atomic_save(checkpoint_payload(model, params.architecture, splits, seed, metrics), outputs.model)
-    Path(outputs.metrics).write_text(json.dumps(metrics, indent=2))
+    with atomic_output(outputs.metrics) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2))
     print(f"imported {inputs.checkpoint}: held-out accuracy {accuracy:.4f}")
 
 

@@ -5,25 +5,14 @@ plus the zero bin, and computes the plug-in estimate for all pairs at once; then
 by mutual information exactly as `match` does by correlation.
 """
 
-import os
-from pathlib import Path
-
 import numpy as np
 
-from convergent.activations import check_paired, iter_sample_chunks, layer_attrs
+from convergent.activations import check_paired, layer_attrs, read_samples
 from convergent.device import resolve_device
 from convergent.matching import match_frame, summarize_match, write_match_csv
-from convergent.mutual_information import mutual_information, sample_rows
-
-
-def read_rows(path, layer: str, rows: np.ndarray, chunk_rows: int = 65536) -> np.ndarray:
-    """The sorted ``rows`` of a layer, read chunk by chunk (h5py's point selection is slow)."""
-    out, start = [], 0
-    for chunk in iter_sample_chunks(path, layer, chunk_rows):
-        lo, hi = np.searchsorted(rows, [start, start + len(chunk)])
-        out.append(np.asarray(chunk[rows[lo:hi] - start], dtype=np.float64))
-        start += len(chunk)
-    return np.concatenate(out)
+from convergent.mutual_information import mutual_information
+from convergent.outputs import atomic_output
+from convergent.sampling import sample_rows, seeded_rng
 
 
 def main(inputs, outputs, params, log):
@@ -31,18 +20,16 @@ def main(inputs, outputs, params, log):
     a, b = params.pair
     check_paired([inputs.a, inputs.b], layer)
     n_rows = layer_attrs(inputs.a, layer)["n_samples"]
-    rows = sample_rows(n_rows, cfg["samples"], cfg["seed"])
-    x, y = read_rows(inputs.a, layer, rows), read_rows(inputs.b, layer, rows)
+    rows = sample_rows(n_rows, cfg["samples"], seeded_rng(cfg["seed"]))
+    x, y = read_samples(inputs.a, layer, rows), read_samples(inputs.b, layer, rows)
+    rows = np.arange(n_rows) if rows is None else rows
     device = resolve_device(cfg["device"])
     mi = mutual_information(x, y, n_samples=None, n_bins=cfg["bins"], zero_threshold=cfg["zero_threshold"],
                             block_units=cfg["block_units"], device=device, threads=params.threads)
     dead_a, dead_b = np.isnan(mi).all(axis=1), np.isnan(mi).all(axis=0)
-    out = Path(outputs.mi)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}.npz")
-    np.savez_compressed(tmp, mi=mi, rows=rows, dead_a=dead_a, dead_b=dead_b, pair=np.array([a, b]),
-                        bins=cfg["bins"], zero_threshold=cfg["zero_threshold"], layer=layer)
-    os.replace(tmp, out)
+    with atomic_output(outputs.mi) as tmp:
+        np.savez_compressed(tmp, mi=mi, rows=rows, dead_a=dead_a, dead_b=dead_b, pair=np.array([a, b]),
+                            bins=cfg["bins"], zero_threshold=cfg["zero_threshold"], layer=layer)
     frame = match_frame(mi, dead_a, dead_b)
     write_match_csv(frame, outputs.matching)
     s = summarize_match(frame)

@@ -6,12 +6,10 @@ fitted and scored from those moments alone. Writes one row per decay: validation
 mean non-zero weights per unit of net b (see `convergent.sparse_mapping`).
 """
 
-import os
-from pathlib import Path
-
 import numpy as np
 
 from convergent.activations import check_paired, iter_sample_chunks, layer_attrs, read_positions
+from convergent.outputs import atomic_output
 from convergent.sparse_mapping import Moments, decay_grid, sparse_mapping, split_validation
 
 
@@ -54,11 +52,8 @@ def main(inputs, outputs, params, log):
     table.insert(2, "b", b)
     for key in ("n_sources", "n_targets", "n_dead_sources", "n_dead_targets", "n_train", "n_val"):
         table[key] = info[key]
-    out = Path(outputs.csv)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, out)  # a half-written table must never look finished
+    with atomic_output(outputs.csv) as tmp:
+        table.to_csv(tmp, index=False)
     print(f"{layer} {a}->{b}: {info['n_train']} training / {info['n_val']} validation rows, "
           f"{info['n_sources']} -> {info['n_targets']} units (dead: {info['n_dead_sources']} / "
           f"{info['n_dead_targets']})")

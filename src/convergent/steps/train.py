@@ -5,6 +5,7 @@ from pathlib import Path
 
 from convergent.config import config_hash
 from convergent.data import load_dataset
+from convergent.outputs import atomic_output
 from convergent.training import atomic_save, checkpoint_payload, train_model
 
 
@@ -22,7 +23,8 @@ def main(inputs, outputs, params, log):
     model, metrics = train_model(params.architecture, splits, params.train, seed, resume, fingerprint)
     metrics["trained"] = True
     atomic_save(checkpoint_payload(model, params.architecture, splits, seed, metrics), outputs.model)
-    Path(outputs.metrics).write_text(json.dumps(metrics, indent=2))
+    with atomic_output(outputs.metrics) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2))
     resume.unlink(missing_ok=True)
     print(f"seed {seed}: held-out accuracy {metrics['heldout_accuracy']:.4f} "
           f"in {metrics['seconds']:.1f} s")

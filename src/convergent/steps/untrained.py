@@ -1,10 +1,10 @@
 """Rule `untrained`: a randomly initialised network of the same architecture, the chance baseline."""
 
 import json
-from pathlib import Path
 
 from convergent.data import load_dataset
 from convergent.models import build_model
+from convergent.outputs import atomic_output
 from convergent.training import atomic_save, checkpoint_payload, evaluate, seed_everything
 
 
@@ -19,7 +19,8 @@ def main(inputs, outputs, params, log):
                "heldout_accuracy": evaluate(model, splits.heldout, torch.device("cpu")),
                "train_accuracy": None, "seconds": 0.0, "trained": False, "history": []}
     atomic_save(checkpoint_payload(model, params.architecture, splits, seed, metrics), outputs.model)
-    Path(outputs.metrics).write_text(json.dumps(metrics, indent=2))
+    with atomic_output(outputs.metrics) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=2))
 
 
 if __name__ == "__main__":
