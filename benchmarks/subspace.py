@@ -6,7 +6,7 @@
 Prints, for Algorithm 1 (n units per net, d samples) and for Algorithm 2 over every neuron
 (smaller n), the reference time, the fast time, their ratio, and whether the outputs are
 identical; and, when a GPU is present, the time to find all simple matches of a 512+512-unit
-layer. Inputs are planted shared subspaces (``convergent.subspace.planted_pair``) with
+layer. Inputs are planted shared subspaces (``convergent.subspace_testing.planted_pair``) with
 per-block noise drawn around ε, so Algorithm 1 needs several passes and Algorithm 2 real
 cascades; the closest decision to the threshold is printed, since identity is only promised
 for decisions farther from it than float64 Gram precision.
@@ -22,8 +22,8 @@ import time
 import numpy as np
 import torch
 
-from convergent._subspace_reference import Margin, reference_max_match, reference_min_match
-from convergent.subspace import SubspaceProblem, planted_pair
+from convergent.subspace import SubspaceProblem
+from convergent.subspace_testing import Margin, planted_pair, reference_max_match, reference_min_match
 
 
 def layer(d: int, n: int, eps: float, seed: int):

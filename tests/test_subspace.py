@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from convergent._subspace_reference import Margin, reference_max_match, reference_min_match
 from convergent.subspace import (
     EPS_GRID,
     SubspaceMatch,
@@ -17,11 +16,11 @@ from convergent.subspace import (
     all_min_matches,
     max_match,
     min_match,
-    planted_pair,
     simple_matches,
     similarity,
     similarity_curve,
 )
+from convergent.subspace_testing import Margin, planted_pair, reference_max_match, reference_min_match
 
 #: inputs with a decision closer than this to the threshold (in dist²/|z|²) are not compared:
 #: float64 Gram rounding may legitimately flip those (see the module's "Tolerance")

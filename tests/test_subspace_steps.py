@@ -19,7 +19,9 @@ from convergent.steps import (
     subspace_sample_size,
     table_wang2018_similarity,
 )
-from convergent.subspace import compare_layer, planted_pair, read_pair_result
+from convergent.subspace_layers import compare_layer
+from convergent.subspace_results import read_pair_result
+from convergent.subspace_testing import planted_pair
 
 CFG = {
     "eps": [0.15, 0.25, 0.5],

@@ -20,6 +20,11 @@ matches over all neurons v (Theorem 10; Algorithm 2 finds one, Algorithm 3 all o
 >>> [(s.x, s.y) for s in simple_matches(X, Y, eps=0.2, method="exhaustive").matches]
 [((0, 1), (0, 1))]
 
+This module holds the algorithms only. The records they return and the pipeline's result files
+and tables are in :mod:`convergent.subspace_results` (torch-free), one layer of two networks as
+the pipeline compares them (§5) in :mod:`convergent.subspace_layers`, and known answers for
+tests (planted matches, the least-squares reference) in :mod:`convergent.subspace_testing`.
+
 Conventions
 -----------
 * ``X`` is ``[d, n_x]``, ``Y`` is ``[d, n_y]``. Vectors are **not** centered (as the paper).
@@ -64,29 +69,13 @@ threshold, including exactly dependent neurons).
 from __future__ import annotations
 
 import itertools
-import os
-import zlib
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+import torch
 
 from convergent.device import resolve_device
-
-
-class _LazyTorch:
-    """``torch``, imported on first use: the figure and table steps import this module only to
-    read result files and should not pay seconds of ``import torch`` per job."""
-
-    def __getattr__(self, name):
-        import torch as module
-
-        globals()["torch"] = module
-        return getattr(module, name)
-
-
-torch = _LazyTorch()
+from convergent.subspace_results import MaxMatch, MinimalMatches, Neuron, SimpleMatches, SubspaceMatch
 
 __all__ = [
     "DEFAULT_ATOL",
@@ -102,15 +91,6 @@ __all__ = [
     "simple_matches",
     "similarity",
     "similarity_curve",
-    "planted_pair",
-    "sample_rows",
-    "PairResult",
-    "compare_layer",
-    "sample_size_curve",
-    "write_pair_result",
-    "read_pair_result",
-    "similarity_frame",
-    "summarize_similarity",
 ]
 
 DEFAULT_ATOL = 1e-10
@@ -123,8 +103,6 @@ REFRESH = 16
 #: the ε grid of the authors' code
 EPS_GRID = (0.15, 0.2, 0.25, 0.3, 0.5)
 
-Neuron = tuple  # ("x", i) or ("y", j)
-
 
 def _device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` is CUDA when there is a GPU, else the CPU (:func:`convergent.device.resolve_device`);
@@ -132,79 +110,6 @@ def _device(device: str | torch.device = "auto") -> torch.device:
     if isinstance(device, str) and device in ("auto", "cpu", "cuda"):
         return torch.device(resolve_device(device))
     return torch.device(device)
-
-
-@dataclass(frozen=True, order=True)
-class SubspaceMatch:
-    """A pair of neuron sets (sorted original column indices of X and of Y)."""
-
-    x: tuple[int, ...]
-    y: tuple[int, ...]
-
-    @property
-    def size(self) -> int:
-        """|X| + |Y|, the size plotted in Wang Fig. 2."""
-        return len(self.x) + len(self.y)
-
-    def __contains__(self, v: Neuron) -> bool:
-        side, k = v
-        return k in (self.x if side == "x" else self.y)
-
-    def neurons(self) -> list[Neuron]:
-        return [("x", i) for i in self.x] + [("y", j) for j in self.y]
-
-    def union(self, other: "SubspaceMatch") -> "SubspaceMatch":
-        return SubspaceMatch(tuple(sorted(set(self.x) | set(other.x))),
-                             tuple(sorted(set(self.y) | set(other.y))))
-
-
-@dataclass(frozen=True)
-class MaxMatch:
-    """Algorithm 1's result with what s(ε) needs."""
-
-    match: SubspaceMatch
-    n_x: int  # live neurons (zero vectors dropped)
-    n_y: int
-    dropped_x: tuple[int, ...]
-    dropped_y: tuple[int, ...]
-
-    @property
-    def x(self) -> tuple[int, ...]:
-        return self.match.x
-
-    @property
-    def y(self) -> tuple[int, ...]:
-        return self.match.y
-
-    @property
-    def similarity(self) -> float:
-        """s(ε) = (|X*| + |Y*|) / (|𝒳| + |𝒴|) over live neurons (Wang §5.1)."""
-        n = self.n_x + self.n_y
-        return self.match.size / n if n else float("nan")
-
-
-@dataclass(frozen=True)
-class MinimalMatches:
-    """Algorithm 3's result: the v-minimal matches found, and whether the search finished."""
-
-    v: Neuron
-    matches: tuple[SubspaceMatch, ...]
-    complete: bool  # False: the budget of Algorithm-2 calls ran out; more may exist
-    calls: int
-
-
-@dataclass(frozen=True)
-class SimpleMatches:
-    """Distinct simple matches (Theorem 10) and how many (v, restart) runs found each."""
-
-    matches: tuple[SubspaceMatch, ...]
-    counts: tuple[int, ...]
-    complete: bool  # exhaustive method: every Algorithm 3 finished; random method: False
-    method: str
-    max_match: MaxMatch = field(repr=False)
-
-    def sizes(self) -> np.ndarray:
-        return np.array([m.size for m in self.matches], dtype=int)
 
 
 class SubspaceProblem:
@@ -695,281 +600,3 @@ def simple_matches(X, Y, eps: float, *, method: str = "random", restarts: int = 
     """Simple matches (Theorem 10), randomized (§5.2) or exhaustive (Algorithm 3)."""
     return SubspaceProblem(X, Y, device=device, atol=atol).simple_matches(
         eps, method=method, restarts=restarts, seed=seed, budget=budget)
-
-
-# ---- synthetic data with known answers ----------------------------------------------------
-def _block_mixing(k: int) -> np.ndarray:
-    """An orthogonal k×k matrix whose entries all have |h| >= 1/3 (k <= 6): Y's neurons are
-    these combinations of X's, so each y is |h_ij| away from X minus x_i and no smaller pair of
-    subsets matches while ε < min |h_ij|."""
-    if k == 1:
-        return np.ones((1, 1))
-    if k == 2:
-        return np.array([[1.0, 1.0], [1.0, -1.0]]) / np.sqrt(2)
-    return np.eye(k) - 2.0 / k
-
-
-def planted_pair(d: int, blocks: Sequence[int], *, private_x: int = 0, private_y: int = 0,
-                 broken: Sequence[int] = (), noise=0.01, seed=0):
-    """Two activation matrices with planted shared subspaces (for tests, benchmarks and sanity
-    checks of the pipeline).
-
-    Each size ``k`` in ``blocks`` is a k-dimensional subspace spanned by k neurons of X
-    (orthonormal) and by k neurons of Y (mixed by :func:`_block_mixing`): for
-    ``noise`` well below ε and ε below ``eps_max`` these blocks are exactly the simple matches
-    and their union is the maximum match. ``broken`` blocks give X all k neurons but Y only
-    k-1, so they match nothing. ``private_*`` neurons lie in directions the other net lacks.
-    Every neuron gets independent noise of relative size ``noise`` (a float, or one value per
-    block, then blocks whose noise exceeds ε break up with cascades) and a random scale;
-    columns are shuffled. Returns ``X, Y, planted`` where ``planted`` is a dict with
-    ``matches`` (list of :class:`SubspaceMatch`) and ``eps_max``.
-    """
-    rng = np.random.default_rng(seed)
-    blocks, broken = list(blocks), list(broken)
-    if any(k > 6 for k in blocks + broken):
-        raise ValueError("block sizes up to 6 keep every mixing entry >= 1/3")
-    noise = np.broadcast_to(np.asarray(noise, dtype=float), (len(blocks),))
-    dims = sum(blocks) + sum(broken) + private_x + private_y
-    if dims > d:
-        raise ValueError(f"{dims} planted directions do not fit in d={d}")
-    basis = np.linalg.qr(rng.standard_normal((d, dims)))[0]
-    xs, ys, xb, yb, eta = [], [], [], [], []
-    col = 0
-    for b, k in enumerate(blocks + broken):
-        B = basis[:, col:col + k]
-        col += k
-        H = _block_mixing(k)
-        xs.append(B)
-        ys.append((B @ H)[:, : k if b < len(blocks) else k - 1])
-        xb += [b] * k
-        yb += [b] * ys[-1].shape[1]
-        eta += [noise[b] if b < len(blocks) else noise.max(initial=0.0)] * k
-    xs.append(basis[:, col:col + private_x])
-    ys.append(basis[:, col + private_x:col + private_x + private_y])
-    X, Y = np.concatenate(xs, 1), np.concatenate(ys, 1)
-    xb += [-1] * private_x
-    yb += [-1] * private_y
-
-    def noisy(Z, blk):
-        level = np.array([noise[b] if 0 <= b < len(blocks) else noise.max(initial=0.0)
-                          for b in blk])
-        E = rng.standard_normal(Z.shape)
-        E *= level / np.linalg.norm(E, axis=0)
-        Z = (Z + E) * rng.uniform(0.5, 2.0, Z.shape[1])
-        perm = rng.permutation(Z.shape[1])
-        return Z[:, perm], np.asarray(blk)[perm]
-
-    X, xb = noisy(X, xb)
-    Y, yb = noisy(Y, yb)
-    matches = [SubspaceMatch(tuple(int(i) for i in np.flatnonzero(xb == b)),
-                             tuple(int(j) for j in np.flatnonzero(yb == b)))
-               for b in range(len(blocks))]
-    eps_max = min((np.abs(_block_mixing(k)).min() for k in blocks + broken), default=1.0)
-    return X, Y, {"matches": matches, "eps_max": float(eps_max)}
-
-
-# ---- one layer of two networks, as the pipeline runs it (Wang §5) -------------------------
-def sample_rows(n_rows: int, size: int | None, repeats: int, seed: int, layer: str
-                ) -> list[np.ndarray | None]:
-    """Rows of each repeat: ``repeats`` sorted draws of ``size`` rows without replacement, a
-    function of the layer's name and ``seed`` only, so every pair of networks sees the same
-    rows. ``None`` (one repeat of all rows) when ``size`` is None or covers every row.
-
-    >>> [len(r) for r in sample_rows(10, 3, 2, seed=0, layer="conv1")], sample_rows(10, 20, 2, 0, "fc")
-    ([3, 3], [None])
-    """
-    if size is None or size >= n_rows:
-        return [None]
-    rng = np.random.default_rng([seed, zlib.crc32(layer.encode())])
-    return [np.sort(rng.choice(n_rows, size=size, replace=False)) for _ in range(repeats)]
-
-
-@dataclass
-class PairResult:
-    """s(ε) of one layer for one pair of networks over the repeats, and simple matches.
-
-    ``similarity`` is ``[repeats, len(eps)]``; ``match_x``/``match_y`` are the maximum matches
-    as boolean masks ``[repeats, len(eps), n]`` over all units (dropped ones False);
-    ``dropped_*`` count zero vectors per repeat; ``simple`` maps ε to ``(x, y, counts)`` with
-    ``x`` ``[m, n_x]`` and ``y`` ``[m, n_y]`` boolean, one row per distinct simple match found
-    on the first repeat's rows (§5.2), and ``counts`` how many runs found it.
-    """
-
-    layer: str
-    a: str
-    b: str
-    kind: str
-    n_rows: int
-    sample_size: int
-    eps: np.ndarray
-    similarity: np.ndarray
-    match_x: np.ndarray
-    match_y: np.ndarray
-    dropped_x: np.ndarray
-    dropped_y: np.ndarray
-    simple: dict = field(default_factory=dict)
-    restarts: int = 0
-
-    @property
-    def repeats(self) -> int:
-        return self.similarity.shape[0]
-
-    def simple_sizes(self, eps: float) -> np.ndarray:
-        """|X| + |Y| of each distinct simple match found at ε (Wang Fig. 2)."""
-        x, y, _ = self.simple[float(eps)]
-        return x.sum(1) + y.sum(1)
-
-
-def compare_layer(X, Y, *, layer: str, a: str = "a", b: str = "b", kind: str = "conv",
-                  eps_grid: Sequence[float] = EPS_GRID, sample_size: int | None = 10_000,
-                  repeats: int = 16, seed: int = 0, simple_eps: Sequence[float] = (),
-                  restarts: int = 1, device="auto", atol: float = DEFAULT_ATOL) -> PairResult:
-    """Wang §5 for one layer of two networks: s(ε) over the grid, averaged over ``repeats``
-    draws of ``sample_size`` rows for conv layers (all rows for fc layers, or when there are
-    fewer), and simple matches by randomized Algorithm 2 (``restarts`` runs per neuron, §5.2)
-    on the first draw for each ε in ``simple_eps``.
-
-    ``X``/``Y``: ``[n_rows, n_units]`` activations with paired rows (all positions of a conv
-    layer as rows).
-    """
-    X, Y = np.asarray(X), np.asarray(Y)
-    eps = np.asarray([float(e) for e in eps_grid])
-    draws = sample_rows(len(X), None if kind == "fc" else sample_size, repeats, seed, layer)
-    sim = np.zeros((len(draws), len(eps)))
-    mx = np.zeros((len(draws), len(eps), X.shape[1]), bool)
-    my = np.zeros((len(draws), len(eps), Y.shape[1]), bool)
-    dx = np.zeros(len(draws), int)
-    dy = np.zeros(len(draws), int)
-    simple = {}
-    for r, rows in enumerate(draws):
-        P = SubspaceProblem(X if rows is None else X[rows], Y if rows is None else Y[rows],
-                            device=device, atol=atol)
-        sim[r] = P.similarity_curve(eps)
-        for e, ep in enumerate(eps):
-            m = P.max_match(ep)
-            mx[r, e, list(m.x)] = True
-            my[r, e, list(m.y)] = True
-        dx[r], dy[r] = len(P.dropped_x), len(P.dropped_y)
-        if r == 0:
-            for ep in simple_eps:
-                sm = P.simple_matches(float(ep), restarts=restarts, seed=seed)
-                xs = np.zeros((len(sm.matches), X.shape[1]), bool)
-                ys = np.zeros((len(sm.matches), Y.shape[1]), bool)
-                for k, m in enumerate(sm.matches):
-                    xs[k, list(m.x)] = True
-                    ys[k, list(m.y)] = True
-                simple[float(ep)] = (xs, ys, np.asarray(sm.counts, int))
-    used = len(X) if draws[0] is None else len(draws[0])
-    return PairResult(layer, str(a), str(b), kind, len(X), used, eps, sim, mx, my, dx, dy,
-                      simple, restarts)
-
-
-def sample_size_curve(X, Y, sizes: Sequence[int | None], *, layer: str,
-                      eps_grid: Sequence[float] = EPS_GRID, repeats: int = 16, seed: int = 0,
-                      device="auto", atol: float = DEFAULT_ATOL):
-    """s(ε) as the number of rows d grows (``None``: all rows), mean and spread over repeats.
-
-    With d near the number of units, almost any vector is close to the span of the other
-    network's units and s(ε) tends to 1 whatever the networks learned; the curve shows from
-    which d on s(ε) measures the networks rather than the sample. Returns a DataFrame with
-    columns ``d, eps, mean, std, repeats``.
-    """
-    import pandas as pd
-
-    X, Y = np.asarray(X), np.asarray(Y)
-    out = []
-    for size in sizes:
-        draws = sample_rows(len(X), size, repeats, seed, layer)
-        s = np.array([SubspaceProblem(X if r is None else X[r], Y if r is None else Y[r],
-                                      device=device, atol=atol).similarity_curve(eps_grid)
-                      for r in draws])
-        d = len(X) if draws[0] is None else len(draws[0])
-        for e, ep in enumerate(eps_grid):
-            out.append({"d": d, "eps": float(ep), "mean": s[:, e].mean(),
-                        "std": s[:, e].std(), "repeats": len(draws)})
-    return pd.DataFrame(out)
-
-
-def write_pair_result(result: PairResult, path: str | os.PathLike) -> None:
-    """HDF5 at ``path`` (written to a temporary name, then renamed: no partial file is ever
-    mistaken for a whole one)."""
-    import h5py
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as h5:
-        for k in ("layer", "a", "b", "kind", "n_rows", "sample_size", "restarts"):
-            h5.attrs[k] = getattr(result, k)
-        h5.attrs["repeats"] = result.repeats
-        for k in ("eps", "similarity", "dropped_x", "dropped_y"):
-            h5[k] = getattr(result, k)
-        for k in ("match_x", "match_y"):
-            h5.create_dataset(k, data=getattr(result, k), compression="gzip")
-        g = h5.create_group("simple")
-        for i, (ep, (xs, ys, counts)) in enumerate(sorted(result.simple.items())):
-            s = g.create_group(str(i))
-            s.attrs["eps"] = ep
-            s.create_dataset("x", data=xs, compression="gzip")
-            s.create_dataset("y", data=ys, compression="gzip")
-            s["counts"] = counts
-    os.replace(tmp, path)
-
-
-def read_pair_result(path: str | os.PathLike) -> PairResult:
-    import h5py
-
-    with h5py.File(path, "r") as h5:
-        at = h5.attrs
-        simple = {float(s.attrs["eps"]): (s["x"][()], s["y"][()], s["counts"][()])
-                  for s in h5["simple"].values()}
-        return PairResult(str(at["layer"]), str(at["a"]), str(at["b"]), str(at["kind"]),
-                          int(at["n_rows"]), int(at["sample_size"]), h5["eps"][()],
-                          h5["similarity"][()], h5["match_x"][()], h5["match_y"][()],
-                          h5["dropped_x"][()], h5["dropped_y"][()], simple,
-                          int(at["restarts"]))
-
-
-def similarity_frame(results: Iterable[PairResult]):
-    """One row per (layer, pair, ε): s(ε) averaged over the repeats and its spread over them;
-    ``baseline`` marks pairs whose second network is untrained."""
-    import pandas as pd
-
-    rows = []
-    for r in results:
-        for e, ep in enumerate(r.eps):
-            rows.append({"layer": r.layer, "a": r.a, "b": r.b,
-                         "baseline": r.b.startswith("untrained"), "eps": float(ep),
-                         "s": r.similarity[:, e].mean(), "s_std_repeats": r.similarity[:, e].std(),
-                         "d": r.sample_size, "repeats": r.repeats, "units_a": r.match_x.shape[2],
-                         "units_b": r.match_y.shape[2], "dead_a": int(r.dropped_x.max()),
-                         "dead_b": int(r.dropped_y.max())})
-    return pd.DataFrame(rows)
-
-
-def summarize_similarity(frame, layers: Sequence[str]):
-    """Per layer and ε: mean and spread of s(ε) over trained pairs and over baseline pairs, and
-    the mean spread over conv repeats (Wang Fig. 1 and its table), layers in network order."""
-    import pandas as pd
-
-    def agg(g):
-        return pd.Series({"pairs": len(g), "s_mean": g["s"].mean(),
-                          "s_std_pairs": g["s"].std(ddof=0),
-                          "s_std_repeats": g["s_std_repeats"].mean()})
-
-    keys = ["layer", "eps"]
-    trained = frame[~frame["baseline"]].groupby(keys).apply(agg, include_groups=False)
-    out = trained.reset_index()
-    base = frame[frame["baseline"]]
-    if len(base):
-        b = base.groupby(keys).apply(agg, include_groups=False).reset_index()
-        b = b.rename(columns={"pairs": "baseline_pairs", "s_mean": "baseline_mean",
-                              "s_std_pairs": "baseline_std_pairs",
-                              "s_std_repeats": "baseline_std_repeats"})
-        out = out.merge(b, on=keys, how="left")
-    first = frame.groupby("layer")[["d", "repeats", "units_a"]].first()
-    out = out.join(first, on="layer")
-    out["pairs"] = out["pairs"].astype(int)
-    order = {name: i for i, name in enumerate(layers)}
-    return out.sort_values(["layer", "eps"], key=lambda c: c.map(order) if c.name == "layer"
-                           else c).reset_index(drop=True)

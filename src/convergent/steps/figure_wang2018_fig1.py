@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from convergent.plotting import save_figure
-from convergent.subspace import read_pair_result, similarity_frame, summarize_similarity
+from convergent.subspace_results import read_pair_result, similarity_frame, summarize_similarity
 
 
 def main(inputs, outputs, params, log):

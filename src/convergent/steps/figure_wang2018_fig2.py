@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from convergent.plotting import save_figure
-from convergent.subspace import read_pair_result
+from convergent.subspace_results import read_pair_result
 
 
 def main(inputs, outputs, params, log):

@@ -10,7 +10,8 @@ positions (the same rows for every pair); fc layers use every probe image. Simpl
 """
 
 from convergent.activations import layer_attrs, read_samples
-from convergent.subspace import compare_layer, write_pair_result
+from convergent.subspace_layers import compare_layer
+from convergent.subspace_results import write_pair_result
 
 
 def main(inputs, outputs, params, log):

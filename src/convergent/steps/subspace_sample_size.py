@@ -6,10 +6,9 @@ says more about d than about the networks; the curve shows where it settles, whi
 user should choose `subspace.sample_size`.
 """
 
-import os
-
 from convergent.activations import read_samples
-from convergent.subspace import sample_size_curve
+from convergent.outputs import atomic_output
+from convergent.subspace_layers import sample_size_curve
 
 
 def main(inputs, outputs, params, log):
@@ -24,9 +23,8 @@ def main(inputs, outputs, params, log):
     frame.insert(0, "units", n)
     frame.insert(0, "pair", f"{params.pair[0]}-{params.pair[1]}")
     frame.insert(0, "layer", layer)
-    tmp = f"{outputs.csv}.tmp"
-    frame.to_csv(tmp, index=False)
-    os.replace(tmp, outputs.csv)
+    with atomic_output(outputs.csv) as tmp:
+        frame.to_csv(tmp, index=False)
     print(frame.to_string(index=False))
 
 

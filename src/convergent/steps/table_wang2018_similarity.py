@@ -2,7 +2,7 @@
 mean and spread over seed pairs, mean spread over the conv repeats, and the trained-vs-untrained
 baseline."""
 
-from convergent.subspace import read_pair_result, similarity_frame, summarize_similarity
+from convergent.subspace_results import read_pair_result, similarity_frame, summarize_similarity
 from convergent.tables import write_table
 
 
