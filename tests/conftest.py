@@ -31,7 +31,9 @@ class Named(list):
 def write_conv_activations(path, seed: int, samples, positions, image_index, out_side: int,
                            receptive_field, top_k: int = 4, layer: str = "conv1") -> None:
     """A synthetic activation file for one conv layer, in the contract of convergent.activations,
-    for step tests that need known activations rather than a trained network's."""
+    for step tests that need known activations rather than a trained network's. The sampled rows
+    stand for the whole map, so ``image_mean`` (as the extractor writes it) is each image's mean
+    over its rows."""
     import h5py
     import numpy as np
 
@@ -50,7 +52,17 @@ def write_conv_activations(path, seed: int, samples, positions, image_index, out
         group.create_dataset("samples", data=samples.astype(np.float32))
         group.create_dataset("positions", data=positions)
         group.create_dataset("top_activations", data=top)
+        group.create_dataset("image_mean", data=image_means(samples, positions[:, 0], len(image_index)))
         group.attrs.update({"kind": "conv", "shape": (units, out_side, out_side), "receptive_field": receptive_field})
+
+
+def image_means(samples, image, n_images: int):
+    """float32 ``[n_images, units]``: the mean of each image's rows (``image`` indexes the rows)."""
+    import numpy as np
+
+    sums = np.zeros((n_images, samples.shape[1]))
+    np.add.at(sums, image, samples)
+    return (sums / np.bincount(image, minlength=n_images)[:, None]).astype(np.float32)
 
 
 def tiny_config() -> dict:

@@ -1,6 +1,5 @@
 """Config validation: every mistake is reported with the key and what is allowed."""
 
-from pathlib import Path
 
 import pytest
 import yaml
@@ -70,3 +69,19 @@ def test_unknown_probe_layer_is_reported(tmp_path):
     result = snakemake(tmp_path, "--dry-run", configfile=write_config(tmp_path, config), check=False)
     assert result.returncode != 0
     assert "model.layers" in result.stderr + result.stdout and "conv9" in result.stderr + result.stdout
+
+
+def test_epsilon_has_one_name_and_one_default_in_config_and_library():
+    """ε is `eps` in every section and library call, and each default is stated once: the
+    schema's defaults are the library's."""
+    import inspect
+
+    from convergent.similarity import subspace_similarity
+    from convergent.subspace import EPS_GRID
+
+    properties = yaml.safe_load(SCHEMA.read_text())["properties"]
+    assert properties["subspace"]["properties"]["eps"]["default"] == list(EPS_GRID)
+    assert (properties["similarity"]["properties"]["subspace_eps"]["default"]
+            == inspect.signature(subspace_similarity).parameters["eps"].default)
+    names = {key for section in properties.values() for key in section.get("properties", {})}
+    assert not {n for n in names if "epsilon" in n}, "ε is spelled `eps` in the config"

@@ -355,16 +355,6 @@ def test_permutation_null_breaks_pairing():
     assert null[0] == pytest.approx(sim.linear_cka(x, y[perm]), abs=TOL)
 
 
-def test_image_means_pools_rows_of_each_image():
-    rng = np.random.default_rng(22)
-    samples = rng.normal(size=(30, 4))
-    image = rng.integers(5, 11, size=30)
-    images, means = sim.image_means(samples, image)
-    assert images.tolist() == sorted(set(image.tolist()))
-    for i, img in enumerate(images):
-        np.testing.assert_allclose(means[i], samples[image == img].mean(axis=0), atol=1e-12)
-
-
 def test_unpaired_inputs_rejected():
     with pytest.raises(ValueError, match="paired"):
         sim.linear_cka(np.ones((10, 3)), np.ones((11, 3)))
@@ -380,7 +370,7 @@ def test_subspace_similarity_is_wang_maximum_match():
     rng = np.random.default_rng(23)
     x = rng.normal(size=(60, 5))
     y = np.column_stack([x[:, :3] @ rng.normal(size=(3, 3)), rng.normal(size=60)])
-    value = sim.subspace_similarity(x, y, epsilon=0.05, device="cpu")
+    value = sim.subspace_similarity(x, y, eps=0.05, device="cpu")
     match = subspace.max_match(x, y, 0.05, device="cpu")
     assert value == pytest.approx((len(match.x) + len(match.y)) / 9)
     assert value == pytest.approx(6 / 9)

@@ -18,6 +18,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
+from conftest import Named, image_means  # noqa: E402
+from convergent import network_similarity as pairs  # noqa: E402
 from convergent import similarity as sim  # noqa: E402
 from convergent.correlation import joint_layer_statistics  # noqa: E402
 from convergent.steps import figure_similarity_cross_layer, figure_similarity_summary  # noqa: E402
@@ -25,17 +27,9 @@ from convergent.steps import similarity as step  # noqa: E402
 
 IMAGES, PER_IMAGE, CONV, FC = 60, 5, 6, 5
 LAYERS = ["conv1", "fc1"]
-CFG = {"measures": sorted(sim.MEASURES), "svcca_variance": 0.99, "rbf_sigma": 0.8, "subspace_epsilon": 0.5,
+CFG = {"measures": sorted(sim.MEASURES), "svcca_variance": 0.99, "rbf_sigma": 0.8, "subspace_eps": 0.5,
        "max_rows": 10_000, "kernel_rows": 50, "permutations": 2, "seed": 0}
 FIGURES = {"dpi": 50, "formats": ["png"]}
-
-
-class Named(list):
-    """Snakemake's named lists in miniature: a list with the entries also reachable by name."""
-
-    def __init__(self, items=(), **named):
-        super().__init__([*items, *named.values()])
-        self.__dict__.update(named)
 
 
 def _write(path, layers):
@@ -49,6 +43,8 @@ def _write(path, layers):
             group.create_dataset("samples", data=samples.astype(np.float32))
             if name == "conv1":
                 group.create_dataset("positions", data=positions)
+                # every position of the map is sampled, so its mean is the mean over the rows
+                group.create_dataset("image_mean", data=image_means(samples, positions[:, 0], IMAGES))
                 group.attrs.update({"kind": "conv", "shape": (CONV, PER_IMAGE, 1)})
             else:
                 group.attrs.update({"kind": "fc", "shape": (FC, 1, 1)})
@@ -127,56 +123,31 @@ def test_same_layer_covariance_measures_from_streamed_stats_equal_the_activation
     assert n_rows == IMAGES * PER_IMAGE
 
 
-def _half_means(path, half):
-    # Reference for the step's fallback: rows of each image alternate between net A and net B.
-    from convergent.activations import read_positions, read_samples
-
-    x, pos = read_samples(path, "conv1"), read_positions(path, "conv1")
-    keep = np.tile(np.arange(PER_IMAGE) % 2 == half, IMAGES)
-    return sim.image_means(x[keep], pos[keep, 0])[1]
-
-
-def test_cross_layer_cells_use_disjoint_position_halves_without_image_means(experiment):
+def test_cross_layer_cells_use_one_row_per_image_spatial_means(experiment):
     from convergent.activations import read_samples
 
     frame = _frame(experiment)
-    conv_a, conv_b = _half_means(experiment.paths["seed0"], 0), _half_means(experiment.paths["seed1"], 1)
+    with h5py.File(experiment.paths["seed0"]) as a, h5py.File(experiment.paths["seed1"]) as b:
+        conv_a, conv_b = a["layers/conv1/image_mean"][()], b["layers/conv1/image_mean"][()]
     fc_a, fc_b = (read_samples(experiment.paths[n], "fc1") for n in ("seed0", "seed1"))
-    cells = {("conv1", "fc1"): (conv_a, fc_b), ("conv1", "conv1"): (conv_a, conv_b), ("fc1", "fc1"): (fc_a, fc_b)}
+    cells = {("conv1", "fc1"): (conv_a, fc_b), ("fc1", "conv1"): (fc_a, conv_b),
+             ("conv1", "conv1"): (conv_a, conv_b), ("fc1", "fc1"): (fc_a, fc_b)}
     for name in ["linear_cka", "debiased_cka", "cca", "pwcca", "matching", "subspace"]:
-        kwargs = step.measure_kwargs(CFG).get(name, {})
+        kwargs = pairs.measure_kwargs(CFG).get(name, {})
         for (la, lb), (x, y) in cells.items():
             got = frame.query("scope == 'cross_layer' and layer_a == @la and layer_b == @lb "
                               "and measure == @name")
             assert got["value"].item() == pytest.approx(sim.compute(name, x, y, **kwargs), abs=1e-6), (name, la, lb)
-            assert got["image_rows"].item() == ("exact" if la == lb == "fc1" else "position_halves")
+            assert got["n_rows"].item() == IMAGES
+    rsa = frame.query("scope == 'same_layer' and null == 'none' and layer_a == 'conv1' and measure == 'rsa'")["value"].item()
+    assert rsa == pytest.approx(sim.rsa(conv_a[_kernel_images()], conv_b[_kernel_images()]), abs=1e-6)
 
 
-def test_cross_layer_prefers_exact_image_means(experiment, tmp_path):
-    import shutil
+def _kernel_images():
+    from convergent.sampling import sample_rows, seeded_rng
 
-    from convergent.activations import read_samples
-
-    rng = np.random.default_rng(1)
-    paths = {}
-    for name in ("seed0", "seed1"):
-        paths[name] = tmp_path / f"{name}.h5"
-        shutil.copy(experiment.paths[name], paths[name])
-        with h5py.File(paths[name], "a") as h5:
-            h5["layers/conv1"].create_dataset(step.IMAGE_MEAN, data=rng.normal(size=(IMAGES, CONV)))
-    cfg = {**CFG, "measures": ["linear_cka", "rsa"], "permutations": 0, "kernel_rows": IMAGES}
-    frame = step.compare_pair(str(paths["seed0"]), str(paths["seed1"]), LAYERS, cfg, "untrained",
-                              "seed0", "seed1", log=lambda _: None)
-    with h5py.File(paths["seed0"]) as h5:
-        exact_a = h5["layers/conv1/image_mean"][()]
-    fc_b = read_samples(paths["seed1"], "fc1")
-    cell = frame.query("scope == 'cross_layer' and layer_a == 'conv1' and layer_b == 'fc1' and measure == 'linear_cka'")
-    assert cell["value"].item() == pytest.approx(sim.linear_cka(exact_a, fc_b), abs=1e-6)
-    assert set(frame.loc[frame["scope"] == "cross_layer", "image_rows"]) == {"exact"}
-    with h5py.File(paths["seed1"]) as h5:
-        exact_b = h5["layers/conv1/image_mean"][()]
-    rsa = frame.query("scope == 'same_layer' and layer_a == 'conv1' and measure == 'rsa'")["value"].item()
-    assert rsa == pytest.approx(sim.rsa(exact_a, exact_b), abs=1e-6)
+    rows = sample_rows(IMAGES, CFG["kernel_rows"], seeded_rng(CFG["seed"], "images"))
+    return slice(None) if rows is None else rows
 
 
 def test_permutation_null_and_untrained_sit_below_trained_pairs(experiment):

@@ -71,10 +71,8 @@ def main(inputs, outputs, params, log):
             rows.append({"measure": measure, "kind": kind, "pairs": n_pairs,
                          **diagonal_summary(grid, info.higher_is_similar)})
         fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8).ax.tick_params(labelsize=7)
-        cells = frame[(frame["scope"] == "cross_layer") & (frame["measure"] == measure)]
-        rows_note = ("one row per image: spatial mean" if (cells["image_rows"] == "exact").all() else
-                     "one row per image; conv layers: means of disjoint halves of the sampled positions (noisy)")
-        fig.suptitle(f"{info.label} ({info.reference}), every layer pair\n{rows_note}", fontsize=8)
+        fig.suptitle(f"{info.label} ({info.reference}), every layer pair\none row per image: spatial mean",
+                     fontsize=8)
         stem = f"similarity_cross_layer_{measure}"
         save_figure(fig, outputs_named(outputs, stem), dpi=params.figures["dpi"])
     table = pd.DataFrame(rows)
