@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SRC, copy_run, tiny_config, write_config
-from test_incremental import dry_run
+from support.dry_run import dry_run
 
 pytestmark = pytest.mark.workflow
 

@@ -1,102 +1,44 @@
 """Incremental reruns (issue #6): after a complete tiny run, a change reruns exactly what it
-touches.
+touches; and a finished project moved to another directory reruns nothing (issue #16).
 
 Every expectation is computed from the workflow itself rather than from job counts, so the
 tests hold as analyses are added: "the analysis and everything downstream of it" is what a
-dry run with `--forcerun <its rules>` plans on the unchanged run, and the change must plan
-exactly that set of jobs (identified by rule and wildcards).
+dry run with `--forcerun <its rules>` plans on the unchanged run, or the downstream closure of
+the jobs in the DAG of a forced dry run, and the change must plan exactly that set of jobs
+(identified by rule and wildcards).
 
-(d) needs a library module to edit, which must not be the checkout's own: it runs on a
-copy of the workflow sources (mtimes kept). The copy lives at another path, and the rules
-declare library modules as inputs by absolute path, so Snakemake's `input` trigger (the
-*set* of input paths changed) would rerun everything there; those tests use the other
-triggers (mtime, params, code, software-env). An edit is seen through `mtime`: a declared
-module newer than a job's outputs reruns the job, exactly as in a checkout.
+Library code (d) is a rerun trigger through each rule's `code` params, a digest of the modules
+its step script imports (convergent.step_code). The tests derive the expected users of a module
+independently, with the standard library's `modulefinder` on each step script.
 """
 
 from __future__ import annotations
 
-import os
+import ast
+import json
 import re
 import shutil
-import subprocess
-import sys
+from modulefinder import ModuleFinder
 from pathlib import Path
 
 import pytest
 
-from conftest import REPO, copy_run, tiny_config, write_config
+from conftest import REPO, SRC, copy_run, tiny_config, write_config
+from support.dry_run import Job, assert_same_jobs, describe, dry_run
 
 pytestmark = pytest.mark.workflow
 
-TRIGGERS_WITHOUT_INPUT = ("--rerun-triggers", "mtime", "params", "code", "software-env")
-JOB_BLOCK = re.compile(r"^(?:local)?(?:rule|checkpoint) (\w+):\n((?:[ \t]+\S.*\n?)*)", re.M)
-
-
-class Job:
-    """One job of a dry run: rule, wildcards, inputs, outputs and Snakemake's reason."""
-
-    def __init__(self, rule: str, body: str):
-        self.rule = rule
-        fields = dict(re.findall(r"^\s+(\w+): (.*)$", body, flags=re.M))
-        self.wildcards = fields.get("wildcards", "")
-        self.inputs = [s.strip() for s in fields.get("input", "").split(",") if s.strip()]
-        self.outputs = [s.strip() for s in fields.get("output", "").split(",") if s.strip()]
-        self.reason = fields.get("reason", "")
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return self.rule, self.wildcards
-
-    def wildcard(self, name: str) -> str | None:
-        match = re.search(rf"(?:^|, ){name}=([^,]+)", self.wildcards)
-        return match.group(1) if match else None
-
-    def __repr__(self) -> str:
-        return f"{self.rule}[{self.wildcards}]"
-
-
-def run_snakemake(workdir: Path, *args: str, snakefile: Path = REPO / "Snakefile",
-                  configfile: Path | None = None, check: bool = True, timeout: int = 900):
-    configfile = configfile or workdir / "config.yaml"
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": str(Path(snakefile).parent / "src")}
-    command = [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory", str(workdir),
-               "--cores", "2", "--configfile", str(configfile), *args]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=timeout)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({result.returncode}):\n"
-                             f"{result.stdout[-4000:]}\n{result.stderr[-6000:]}")
-    return result
-
-
-def dry_run(workdir: Path, *args: str, **kwargs) -> dict[tuple[str, str], Job]:
-    """The jobs a dry run plans, by (rule, wildcards); `all` left out."""
-    result = run_snakemake(workdir, "--dry-run", *args, **kwargs)
-    text = result.stdout + "\n" + result.stderr
-    jobs = {}
-    for match in JOB_BLOCK.finditer(text):
-        job = Job(match.group(1), match.group(2))
-        if job.rule != "all":
-            jobs[job.key] = job
-    return jobs
-
-
-def describe(keys) -> str:
-    return ", ".join(f"{r}[{w}]" for r, w in sorted(keys)) or "nothing"
-
-
-def assert_same_jobs(actual: dict, expected: dict, what: str) -> None:
-    extra, missing = set(actual) - set(expected), set(expected) - set(actual)
-    assert not extra and not missing, (
-        f"{what}:\n  reruns but should not: {describe(extra)}\n  should rerun but does not: {describe(missing)}")
+@pytest.fixture(scope="module")
+def dag(tiny_run) -> dict[tuple[str, str], Job]:
+    """Every job of the tiny experiment (a forced dry run of the whole DAG)."""
+    return dry_run(tiny_run, "--forceall")
 
 
 @pytest.fixture(scope="module")
-def all_rules(tiny_run) -> dict[str, list[Job]]:
-    """Rule -> its jobs in the tiny experiment (a forced dry run of the whole DAG)."""
+def all_rules(dag) -> dict[str, list[Job]]:
+    """Rule -> its jobs in the tiny experiment."""
     rules: dict[str, list[Job]] = {}
-    for job in dry_run(tiny_run, "--forceall").values():
+    for job in dag.values():
         rules.setdefault(job.rule, []).append(job)
     return rules
 
@@ -194,27 +136,80 @@ def _int(value):
         return None
 
 
-# --- (d) -------------------------------------------------------------------------------------
+# --- (d) library code ------------------------------------------------------------------------
+
+def step_scripts() -> dict[str, Path]:
+    """Rule -> its step script, read from the rule files (`use rule a as b` runs a's script)."""
+    text = "\n".join(p.read_text() for p in sorted((REPO / "workflow" / "rules").glob("*.smk")))
+    steps = {}
+    for block in re.split(r"(?m)^(?=rule |use rule )", text):
+        rule = re.match(r"rule (\w+):", block)
+        script = re.search(r'script:\s*"[./]*src/convergent/steps/(\w+)\.py"', block)
+        if rule and script:
+            steps[rule.group(1)] = script.group(1)
+    for base, rule in re.findall(r"(?m)^use rule (\w+) as (\w+)", text):
+        steps[rule] = steps[base]
+    return {rule: SRC / "convergent" / "steps" / f"{step}.py" for rule, step in steps.items()}
+
+
+def imported_library(script: Path) -> set[str]:
+    """The `convergent` modules ``script`` imports, transitively, found by the standard library's
+    `modulefinder` (it scans compiled bytecode, function bodies included): an independent
+    derivation of what convergent.step_code computes from the syntax tree."""
+    finder = ModuleFinder(path=[str(SRC)])
+    finder.run_script(str(script))
+    return {name for name in finder.modules if name == "convergent" or name.startswith("convergent.")}
+
+
+def recorded_code(run: Path) -> list[tuple[str, set[str]]]:
+    """(rule, modules of its `code` params) of every output, as Snakemake recorded it for the
+    params trigger (.snakemake/metadata: one JSON record per output, params as reprs)."""
+    records = []
+    for path in (run / ".snakemake" / "metadata").rglob("*"):
+        if not path.is_file():
+            continue
+        meta = json.loads(path.read_text())
+        codes = []
+        for value in meta.get("params", []):
+            try:
+                value = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                continue
+            if isinstance(value, dict) and "convergent" in value:
+                codes.append(set(value))
+        assert len(codes) == 1, f"rule {meta.get('rule')}: {len(codes)} `code` params in {meta.get('params')}"
+        records.append((meta["rule"], codes[0]))
+    return records
+
+
+def downstream(dag: dict, roots) -> dict:
+    """The jobs ``roots`` (keys) and every job that reads, directly or not, what they write."""
+    producer = {out: key for key, job in dag.items() for out in job.outputs}
+    readers: dict = {}
+    for key, job in dag.items():
+        for path in job.inputs:
+            if path in producer:
+                readers.setdefault(producer[path], set()).add(key)
+    found, todo = set(roots), list(roots)
+    while todo:
+        for key in readers.get(todo.pop(), ()):
+            if key not in found:
+                found.add(key)
+                todo.append(key)
+    return {key: dag[key] for key in found}
+
 
 @pytest.fixture
-def relocated(tiny_run, tmp_path) -> tuple[Path, Path]:
-    """(workflow sources copy, run copy): the copy's modules may be edited."""
-    source = tmp_path / "source"
-    source.mkdir()
-    for item in ("Snakefile", "config.yaml", "workflow", "src", "envs"):
-        path = REPO / item
-        if path.is_dir():
-            shutil.copytree(path, source / item, copy_function=shutil.copy2,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        elif path.exists():
-            shutil.copy2(path, source / item)
-    return source, copy_run(tiny_run, tmp_path / "run")
-
-
-def _users_of(module: str, all_rules) -> list[str]:
-    path_end = f"src/convergent/{module}"
-    return sorted(rule for rule, jobs in all_rules.items()
-                  if any(i.endswith(path_end) for j in jobs for i in j.inputs))
+def project(tiny_run, tmp_path) -> Path:
+    """The workflow and a finished run of it in one directory at another path, copied as
+    `cp -a` copies (timestamps kept): sources beside results/ and .snakemake/, and config.yaml
+    the tiny experiment. Its modules may be edited."""
+    project = copy_run(tiny_run, tmp_path / "project")
+    shutil.copy2(REPO / "Snakefile", project / "Snakefile")
+    for item in ("workflow", "src", "envs"):
+        shutil.copytree(REPO / item, project / item, copy_function=shutil.copy2,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return project
 
 
 def _edit(path: Path) -> None:
@@ -222,46 +217,52 @@ def _edit(path: Path) -> None:
         handle.write("\n# an edit: tests/test_incremental.py\n")
 
 
-def _single_user_module(all_rules) -> tuple[str, str]:
-    """A library module that exactly one rule declares (the issue's case), preferring analyses."""
-    users: dict[str, set[str]] = {}
-    for rule, jobs in all_rules.items():
-        for path in {i for j in jobs for i in j.inputs}:
-            match = re.search(r"src/convergent/(\w+\.py)$", path)
-            if match:
-                users.setdefault(match.group(1), set()).add(rule)
-    single = sorted((m, next(iter(r))) for m, r in users.items() if len(r) == 1)
-    if not single:
-        pytest.skip("every library module is declared by several rules")
-    return max(single, key=lambda mr: (mr[1] not in ("train", "extract", "untrained"), mr))
+@pytest.mark.workflow
+def test_each_job_reruns_on_exactly_the_library_modules_its_step_imports(tiny_run, all_rules):
+    """What Snakemake recorded as each job's library code is, module for module, what its step
+    script imports: so editing any module reruns exactly the jobs whose step imports it."""
+    scripts = step_scripts()
+    recorded = recorded_code(tiny_run)
+    assert {rule for rule, _ in recorded} == set(all_rules) - {"all"}
+    wrong = [f"{rule}: recorded {sorted(modules)}, imports {sorted(imported_library(scripts[rule]))}"
+             for rule, modules in recorded if modules != imported_library(scripts[rule])]
+    assert not wrong, "\n".join(wrong)
 
 
-def test_library_module_edit_reruns_the_steps_that_use_it(relocated, all_rules):
-    source, run = relocated
-    module, rule = _single_user_module(all_rules)
-    baseline = dry_run(run, *TRIGGERS_WITHOUT_INPUT, snakefile=source / "Snakefile")
-    assert not baseline, f"the relocated copy is not up to date: {describe(baseline)}"
-    expected = dry_run(run, *TRIGGERS_WITHOUT_INPUT, "--forcerun", rule, snakefile=source / "Snakefile")
-    _edit(source / "src" / "convergent" / module)
-    actual = dry_run(run, *TRIGGERS_WITHOUT_INPUT, snakefile=source / "Snakefile")
-    assert_same_jobs(actual, expected, f"editing {module} (declared by rule {rule} only)")
+@pytest.mark.workflow
+@pytest.mark.parametrize("module", ["tables", "device"])
+def test_library_module_edit_reruns_the_steps_that_import_it(project, dag, module):
+    """`tables` is imported directly by table and figure steps; `device` only through other
+    modules (correlation, subspace, mutual_information, ...)."""
+    scripts = step_scripts()
+    users = {key for key, job in dag.items() if f"convergent.{module}" in imported_library(scripts[job.rule])}
+    assert users, f"no step imports convergent.{module}"
+    expected = downstream(dag, users)
+    _edit(project / "src" / "convergent" / f"{module}.py")
+    actual = dry_run(project, snakefile=project / "Snakefile", cwd=project)
+    assert_same_jobs(actual, expected, f"editing {module}.py")
 
 
-def test_shared_module_edit_reruns_every_step_that_declares_it(relocated, all_rules):
-    source, run = relocated
-    users = _users_of("correlation.py", all_rules)
-    assert users, "no rule declares convergent/correlation.py"
-    expected = dry_run(run, *TRIGGERS_WITHOUT_INPUT, "--forcerun", *users, snakefile=source / "Snakefile")
-    _edit(source / "src" / "convergent" / "correlation.py")
-    actual = dry_run(run, *TRIGGERS_WITHOUT_INPUT, snakefile=source / "Snakefile")
-    assert_same_jobs(actual, expected, f"editing correlation.py (declared by {users})")
-
-
-def test_step_script_edit_reruns_its_rule(relocated, all_rules):
+@pytest.mark.workflow
+def test_step_script_edit_reruns_its_rule(project, dag):
     """Snakemake's own code tracking covers the `script:` itself."""
-    source, run = relocated
-    rule = "correlate"
-    expected = dry_run(run, *TRIGGERS_WITHOUT_INPUT, "--forcerun", rule, snakefile=source / "Snakefile")
-    _edit(source / "src" / "convergent" / "steps" / f"{rule}.py")
-    actual = dry_run(run, *TRIGGERS_WITHOUT_INPUT, snakefile=source / "Snakefile")
-    assert_same_jobs(actual, expected, f"editing steps/{rule}.py")
+    expected = downstream(dag, {key for key in dag if key[0] == "correlate"})
+    _edit(project / "src" / "convergent" / "steps" / "correlate.py")
+    actual = dry_run(project, snakefile=project / "Snakefile", cwd=project)
+    assert_same_jobs(actual, expected, "editing steps/correlate.py")
+
+
+# --- (e) relocation ----------------------------------------------------------------------------
+
+@pytest.mark.workflow
+def test_moved_project_plans_nothing(project, tmp_path):
+    """Moved or copied with its timestamps, a finished project is still finished: run in its
+    directory, and run from elsewhere with --directory (the tiny run itself was made from
+    another directory, by a workflow at another path)."""
+    inside = dry_run(project, snakefile=project / "Snakefile", cwd=project)
+    assert not inside, f"the moved project plans: {describe(inside)}"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    outside = dry_run(project, snakefile=project / "Snakefile", cwd=elsewhere)
+    assert not outside, f"the moved project, run with --directory, plans: {describe(outside)}"
+

@@ -2,7 +2,7 @@
 caption saying what it shows and which paper figure or table it reproduces, and a browser
 opening the report shows every figure.
 
-The browser is Debian's headless Chromium (tests/browser.py), installed with apt-get when
+The browser is Debian's headless Chromium (tests/support/browser.py), installed with apt-get when
 missing; the test clicks through the report as a reader would: each category, each
 subcategory, the eye button of each result, and checks that the image it shows decoded.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-import browser
+from support import browser
 from conftest import copy_run, snakemake, tiny_config
 
 pytestmark = pytest.mark.workflow

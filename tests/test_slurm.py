@@ -1,6 +1,6 @@
 """The SLURM profile on a real (single-node, throwaway) SLURM cluster (issue #6).
 
-`tests/slurm_cluster.py` installs and starts the cluster; these tests first show that it
+`tests/support/slurm_cluster.py` installs and starts the cluster; these tests first show that it
 schedules batch, interactive and GPU jobs, then run the tiny workflow through
 `--profile workflow/profiles/slurm` and compare its results with a local run's.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, SRC, tiny_config, write_config
-from slurm_cluster import SlurmCluster, fit_profile, skip_reason
-from test_incremental import JOB_BLOCK, dry_run
+from support.slurm_cluster import SlurmCluster, fit_profile, skip_reason
+from support.dry_run import JOB_BLOCK, dry_run
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ rule match:
         csv=[f"{OUT}/matching/{{layer}}/{a}-{b}.csv" for a, b in PAIRS],
     input:
         stats=f"{OUT}/stats/{{layer}}.h5",
-        code=library("correlation", "matching"),
     params:
+        code=code("match"),
         # The `match` section only tunes figures: the matching itself has no parameters.
         pairs=PAIRS,
     log:
@@ -37,10 +37,10 @@ rule mutual_info:
     input:
         a=activations("seed{a}"),
         b=activations("seed{b}"),
-        code=library("activations", "mutual_information", "matching"),
     params:
+        code=code("mutual_info"),
         # `pairs` only selects which jobs exist; leaving it out spares a rerun when it changes.
-        cfg={k: v for k, v in config["mutual_info"].items() if k != "pairs"},
+        cfg=section("mutual_info", drop=("pairs",)),
         layer=lambda wc: wc.layer,
         pair=lambda wc: (int(wc.a), int(wc.b)),
         # torch is imported only for large layers, after run_step has set thread limits.
@@ -62,13 +62,11 @@ rule mutual_info:
 
 rule table_li2016_table1:
     output:
-        csv=table_csv("li2016_table1"),
-        md=f"{OUT}/tables/li2016_table1.md",
-        tex=f"{OUT}/tables/li2016_table1.tex",
+        **table("li2016_table1"),
     input:
         matches=pair_files(f"{OUT}/matching/{{layer}}/{{a}}-{{b}}.csv"),
-        code=library("matching", "tables"),
     params:
+        code=code("table_li2016_table1"),
         layers=LAYERS,
         first=FIRST_PAIR,
     log:
@@ -83,15 +81,13 @@ rule table_li2016_table1:
 
 rule table_li2016_mi:
     output:
-        csv=table_csv("li2016_mi_vs_correlation"),
-        md=f"{OUT}/tables/li2016_mi_vs_correlation.md",
-        tex=f"{OUT}/tables/li2016_mi_vs_correlation.tex",
+        **table("li2016_mi_vs_correlation"),
     input:
         corr=[f"{OUT}/matching/{layer}/{a}-{b}.csv" for layer in LAYERS for a, b in MI_PAIRS],
         mi=[f"{OUT}/matching_mi/{layer}/{a}-{b}.csv" for layer in LAYERS for a, b in MI_PAIRS],
-        code=library("matching", "tables"),
     params:
-        cfg=config["match"],
+        code=code("table_li2016_mi"),
+        cfg=section("match"),
     log:
         f"{OUT}/logs/table_li2016_mi.log",
     benchmark:
@@ -109,11 +105,11 @@ rule figure_li2016_fig3:
         [p for layer in LAYERS for p in figure(f"li2016_fig3_{layer}")],
     input:
         matching=[f"{OUT}/matching/{layer}/{FIRST}.csv" for layer in LAYERS],
-        code=library("matching", "plotting"),
     params:
+        code=code("figure_li2016_fig3"),
         pair=FIRST_PAIR,
         layers=LAYERS,
-        figures=config["figures"],
+        figures=section("figures"),
     log:
         f"{OUT}/logs/figure_li2016_fig3.log",
     benchmark:
@@ -133,15 +129,15 @@ rule figure_li2016_fig2:
         act_b=activations(f"seed{FIRST_PAIR[1]}"),
         # For the network's first layer the figure also shows the filter weights.
         models=[f"{OUT}/models/seed{s}.pt" for s in FIRST_PAIR],
-        code=library("activations", "data", "matching", "models", "patches", "plotting", "training"),
     params:
-        cfg=config["match"],
+        code=code("figure_li2016_fig2"),
+        cfg=section("match"),
         figure="li2016_fig2",
         measure="correlation",
         pair=FIRST_PAIR,
         layers=LAYERS,
-        dataset=config["dataset"],
-        figures=config["figures"],
+        dataset=section("dataset"),
+        figures=section("figures"),
     log:
         f"{OUT}/logs/figure_li2016_fig2.log",
     benchmark:
@@ -160,15 +156,15 @@ use rule figure_li2016_fig2 as figure_li2016_fig4 with:
         act_a=activations(f"seed{FIRST_PAIR[0]}"),
         act_b=activations(f"seed{FIRST_PAIR[1]}"),
         models=[f"{OUT}/models/seed{s}.pt" for s in FIRST_PAIR],
-        code=library("activations", "data", "matching", "models", "patches", "plotting", "training"),
     params:
-        cfg=config["match"],
+        code=code("figure_li2016_fig2"),
+        cfg=section("match"),
         figure="li2016_fig4",
         measure="mutual information",
         pair=FIRST_PAIR,
         layers=LAYERS,
-        dataset=config["dataset"],
-        figures=config["figures"],
+        dataset=section("dataset"),
+        figures=section("figures"),
     log:
         f"{OUT}/logs/figure_li2016_fig4.log",
     benchmark:
@@ -182,12 +178,12 @@ rule figure_li2016_fig7:
         matching=[f"{OUT}/matching/{layer}/{FIRST}.csv" for layer in LAYERS],
         act_a=activations(f"seed{FIRST_PAIR[0]}"),
         act_b=activations(f"seed{FIRST_PAIR[1]}"),
-        code=library("activations", "matching", "plotting"),
     params:
-        cfg=config["match"],
+        code=code("figure_li2016_fig7"),
+        cfg=section("match"),
         pair=FIRST_PAIR,
         layers=LAYERS,
-        figures=config["figures"],
+        figures=section("figures"),
     log:
         f"{OUT}/logs/figure_li2016_fig7.log",
     benchmark:
@@ -203,9 +199,9 @@ rule figure_li2016_mean_activation:
         figure("li2016_mean_activation"),
     input:
         stats=[f"{OUT}/stats/{layer}.h5" for layer in LAYERS],
-        code=library("correlation", "plotting"),
     params:
-        figures=config["figures"],
+        code=code("figure_li2016_mean_activation"),
+        figures=section("figures"),
     log:
         f"{OUT}/logs/figure_li2016_mean_activation.log",
     benchmark:

@@ -15,6 +15,7 @@ os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PY
 
 from convergent.config import ConfigError, validate  # noqa: E402
 from convergent.architectures import select_layers  # noqa: E402
+from convergent.step_code import code_digest  # noqa: E402
 
 # A preset given with --configfile is a complete experiment: it replaces config.yaml instead of
 # being merged into it (a merge would leak MNIST settings into, say, a CIFAR run).
@@ -62,8 +63,17 @@ class _Targets(list):
 # Targets that `rule all` builds; each stage file appends its own.
 TARGETS = _Targets()
 
+
+def section(name, drop=(), keep=None):
+    """Config section ``name`` for a rule's params: each rule gets only its own section, so editing
+    another one never reruns it. ``drop``: keys that only pick jobs or shape other rules' outputs
+    (e.g. ``pairs``), so that editing them reruns nothing here; ``keep``: only these keys."""
+    cfg = config[name]
+    return {k: cfg[k] for k in (keep if keep is not None else [k for k in cfg if k not in drop])}
+
+
 # Training depends on the dataset's split, not on which held-out images are probed.
-TRAINING_DATASET = {k: v for k, v in config["dataset"].items() if k not in ("probe_images", "probe_seed")}
+TRAINING_DATASET = section("dataset", drop=("probe_images", "probe_seed"))
 
 
 def one_of(values):
@@ -71,13 +81,12 @@ def one_of(values):
     return "|".join(str(v) for v in values) if values else "(?!x)x"
 
 
-def library(*modules):
-    """Library modules a step uses, declared as inputs: editing one reruns the steps using it."""
-    return [str(BASEDIR / "src" / "convergent" / f"{m}.py") for m in modules]
-
-
-def step(name):
-    return str(BASEDIR / "src" / "convergent" / "steps" / f"{name}.py")
+def code(step):
+    """The library code step script ``steps/<step>.py`` runs, for its rule's params: a digest of
+    every ``convergent`` module it imports, transitively (convergent.step_code). Editing a module
+    reruns exactly the steps that import it; moving the project reruns nothing (paths and mtimes
+    are not part of it). Snakemake watches the step script itself."""
+    return code_digest(Path(SRC) / "convergent" / "steps" / f"{step}.py", root=SRC)
 
 
 REPORT = BASEDIR / "workflow" / "report"
@@ -125,13 +134,11 @@ def figure(stem):
     return paths
 
 
-def table_csv(stem):
-    """A table's CSV (its .md and .tex are plain outputs beside it), shown in the report."""
-    return _in_report(f"{OUT}/tables/{stem}.csv", stem, prefix="table_")
-
-
 def table(stem):
-    return multiext(f"{OUT}/tables/{stem}", ".csv", ".md", ".tex")
+    """A table's named outputs ``csv``, ``md``, ``tex`` (``output: **table(stem)``); the CSV is
+    shown in the report."""
+    return {"csv": _in_report(f"{OUT}/tables/{stem}.csv", stem, prefix="table_"),
+            "md": f"{OUT}/tables/{stem}.md", "tex": f"{OUT}/tables/{stem}.tex"}
 
 
 def activations(net):

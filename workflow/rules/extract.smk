@@ -6,10 +6,10 @@ rule extract:
         activations=f"{OUT}/activations/{{net}}.h5",
     input:
         model=f"{OUT}/models/{{net}}.pt",
-        code=library("data", "models", "training", "activations", "extraction"),
     params:
-        extract=config["extract"],
-        dataset=config["dataset"],
+        code=code("extract"),
+        extract=section("extract"),
+        dataset=section("dataset"),
         layers=LAYERS,
     log:
         f"{OUT}/logs/extract/{{net}}.log",

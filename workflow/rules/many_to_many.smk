@@ -19,7 +19,7 @@ if isinstance(CLUSTER["k"], dict):
 
 
 # The clustering keys of the `cluster` section, with k resolved per layer.
-_CLUSTER_BASE = {k: v for k, v in CLUSTER.items() if k not in _CLUSTER_FIGURE_KEYS + ("pairs",)}
+_CLUSTER_BASE = section("cluster", drop=_CLUSTER_FIGURE_KEYS + ("pairs",))
 CLUSTER_PARAMS = {
     layer: {**_CLUSTER_BASE, "k": CLUSTER["k"][layer] if isinstance(CLUSTER["k"], dict) else CLUSTER["k"]}
     for layer in LAYERS
@@ -32,9 +32,9 @@ rule sparse_map:
     input:
         a=activations("seed{a}"),
         b=activations("seed{b}"),
-        code=library("activations", "sparse_mapping"),
     params:
-        cfg={k: v for k, v in SPARSE.items() if k != "pairs"},
+        code=code("sparse_map"),
+        cfg=section("sparse_map", drop=("pairs",)),
         layer=lambda wc: wc.layer,
         pair=lambda wc: (int(wc.a), int(wc.b)),
     log:
@@ -53,13 +53,11 @@ rule sparse_map:
 
 rule table_li2016_table2:
     output:
-        csv=table_csv("li2016_table2"),
-        md=f"{OUT}/tables/li2016_table2.md",
-        tex=f"{OUT}/tables/li2016_table2.tex",
+        **table("li2016_table2"),
     input:
         csv=pair_files(f"{OUT}/sparse/{{layer}}/{{a}}-{{b}}.csv", SPARSE_PAIRS),
-        code=library("tables"),
     params:
+        code=code("table_li2016_table2"),
         layers=LAYERS,
     log:
         f"{OUT}/logs/table_li2016_table2.log",
@@ -81,10 +79,10 @@ rule figure_li2016_sparsity:
         [path for layer in LAYERS for path in figure(f"li2016_sparsity_{layer}")],
     input:
         csv=pair_files(f"{OUT}/sparse/{{layer}}/{{a}}-{{b}}.csv", SPARSE_PAIRS),
-        code=library("plotting"),
     params:
+        code=code("figure_li2016_sparsity"),
         layers=LAYERS,
-        figures=config["figures"],
+        figures=section("figures"),
     log:
         f"{OUT}/logs/figure_li2016_sparsity.log",
     benchmark:
@@ -104,8 +102,8 @@ rule cluster:
         json=f"{OUT}/clusters/{{layer}}/{{a}}-{{b}}.json",
     input:
         stats=f"{OUT}/stats/{{layer}}.h5",
-        code=library("correlation", "clustering"),
     params:
+        code=code("cluster"),
         cfg=lambda wc: CLUSTER_PARAMS[wc.layer],
         pair=lambda wc: (int(wc.a), int(wc.b)),
     log:
@@ -124,12 +122,11 @@ rule cluster:
 
 rule table_li2016_clusters:
     output:
-        csv=table_csv("li2016_clusters"),
-        md=f"{OUT}/tables/li2016_clusters.md",
-        tex=f"{OUT}/tables/li2016_clusters.tex",
+        **table("li2016_clusters"),
     input:
         json=pair_files(f"{OUT}/clusters/{{layer}}/{{a}}-{{b}}.json", CLUSTER_PAIRS),
-        code=library("clustering", "tables"),
+    params:
+        code=code("table_li2016_clusters"),
     log:
         f"{OUT}/logs/table_li2016_clusters.log",
     benchmark:
@@ -155,9 +152,9 @@ rule figure_li2016_clusters:
     input:
         json=_FIRST_CLUSTERS,
         stats=[f"{OUT}/stats/{layer}.h5" for layer in LAYERS],
-        code=library("clustering", "correlation", "plotting"),
     params:
-        figures=config["figures"],
+        code=code("figure_li2016_clusters"),
+        figures=section("figures"),
     log:
         f"{OUT}/logs/figure_li2016_clusters.log",
     benchmark:
@@ -180,11 +177,11 @@ rule figure_li2016_cluster_units:
         json=_FIRST_CLUSTERS,
         act_a=activations(f"seed{FIRST_PAIR[0]}"),
         act_b=activations(f"seed{FIRST_PAIR[1]}"),
-        code=library("activations", "clustering", "data", "patches", "plotting"),
     params:
-        cfg={k: CLUSTER[k] for k in _CLUSTER_FIGURE_KEYS},
-        dataset=config["dataset"],
-        figures=config["figures"],
+        code=code("figure_li2016_cluster_units"),
+        cfg=section("cluster", keep=_CLUSTER_FIGURE_KEYS),
+        dataset=section("dataset"),
+        figures=section("figures"),
     log:
         f"{OUT}/logs/figure_li2016_cluster_units.log",
     benchmark:

@@ -4,7 +4,6 @@
 
 SIMILARITY_PAIRS = [f"{OUT}/similarity/{a}-{b}.csv" for a, b in PAIRS]
 SIMILARITY_UNTRAINED_PAIRS = [f"{OUT}/similarity/{s}-untrained{u}.csv" for u in UNTRAINED for s in SEEDS]
-SIMILARITY_CODE = ("similarity", "activations", "correlation", "matching", "subspace")
 
 
 rule similarity:
@@ -15,9 +14,9 @@ rule similarity:
         b=activations("seed{b}"),
         # Trained pairs take the covariance-based measures from the streamed statistics.
         stats=[f"{OUT}/stats/{layer}.h5" for layer in LAYERS],
-        code=library(*SIMILARITY_CODE),
     params:
-        cfg=config["similarity"],
+        code=code("similarity"),
+        cfg=section("similarity"),
         layers=LAYERS,
         kind="trained",
         net_a=lambda wc: f"seed{wc.a}",
@@ -44,9 +43,9 @@ use rule similarity as similarity_untrained with:
         a=activations("seed{a}"),
         b=activations("untrained{u}"),
         stats=[],
-        code=library(*SIMILARITY_CODE),
     params:
-        cfg=config["similarity"],
+        code=code("similarity"),
+        cfg=section("similarity"),
         layers=LAYERS,
         kind="untrained",
         net_a=lambda wc: f"seed{wc.a}",
@@ -63,16 +62,14 @@ use rule similarity as similarity_untrained with:
 rule figure_similarity_summary:
     output:
         figure("similarity_same_layer"),
-        csv=table_csv("similarity_same_layer"),
-        md=f"{OUT}/tables/similarity_same_layer.md",
-        tex=f"{OUT}/tables/similarity_same_layer.tex",
+        **table("similarity_same_layer"),
     input:
         pairs=SIMILARITY_PAIRS + SIMILARITY_UNTRAINED_PAIRS,
-        code=library("similarity", "plotting", "tables"),
     params:
-        cfg=config["similarity"],
+        code=code("figure_similarity_summary"),
+        cfg=section("similarity"),
         layers=LAYERS,
-        figures=config["figures"],
+        figures=section("figures"),
     log:
         f"{OUT}/logs/figure_similarity_summary.log",
     benchmark:
@@ -86,16 +83,14 @@ rule figure_similarity_summary:
 rule figure_similarity_cross_layer:
     output:
         [f for m in config["similarity"]["measures"] for f in figure(f"similarity_cross_layer_{m}")],
-        csv=table_csv("similarity_cross_layer"),
-        md=f"{OUT}/tables/similarity_cross_layer.md",
-        tex=f"{OUT}/tables/similarity_cross_layer.tex",
+        **table("similarity_cross_layer"),
     input:
         pairs=SIMILARITY_PAIRS + SIMILARITY_UNTRAINED_PAIRS,
-        code=library("similarity", "plotting", "tables"),
     params:
-        cfg=config["similarity"],
+        code=code("figure_similarity_cross_layer"),
+        cfg=section("similarity"),
         layers=LAYERS,
-        figures=config["figures"],
+        figures=section("figures"),
     log:
         f"{OUT}/logs/figure_similarity_cross_layer.log",
     benchmark:

@@ -6,9 +6,9 @@ rule correlate:
         stats=f"{OUT}/stats/{{layer}}.h5",
     input:
         activations=[activations(f"seed{s}") for s in SEEDS],
-        code=library("activations", "correlation", "device"),
     params:
-        cfg=config["correlate"],
+        code=code("correlate"),
+        cfg=section("correlate"),
         seeds=SEEDS,
         layer=lambda wc: wc.layer,
     log:

@@ -12,7 +12,7 @@ if SUBSPACE_STUDY_LAYER not in LAYERS:
     raise WorkflowError(f"config key 'subspace.sample_size_study.layer': {SUBSPACE_STUDY_LAYER!r} "
                         f"is not a probed layer; allowed: {LAYERS}")
 
-# Result files: trained seeds appear by number (DESIGN.md), untrained networks with their prefix.
+# Result files: trained seeds appear by number (docs/architecture.md), untrained networks with their prefix.
 _SUBSPACE_TAG = {f"seed{s}": str(s) for s in SEEDS} | {f"untrained{u}": f"untrained{u}" for u in UNTRAINED}
 _SUBSPACE_FILE = f"{OUT}/subspace/{{layer}}/{{a}}-{{b}}.h5"
 SUBSPACE_FILES = {
@@ -28,12 +28,11 @@ rule subspace:
         h5=[SUBSPACE_FILES["{layer}", a, b] for a, b in SUBSPACE_PAIRS + SUBSPACE_BASELINE],
     input:
         acts=[activations(net) for net in SUBSPACE_NETS],
-        code=library("activations", "device", "subspace"),
     params:
+        code=code("subspace"),
         # the study's and the baseline's keys only pick jobs and pairs: leaving them out spares
         # every layer a rerun when they change
-        cfg={k: v for k, v in SUBSPACE.items()
-             if k not in ("sample_size_study", "baseline", "simple_pairs")},
+        cfg=section("subspace", drop=("sample_size_study", "baseline", "simple_pairs")),
         layer=lambda wc: wc.layer,
         nets=SUBSPACE_NETS,
         pairs=SUBSPACE_PAIRS + SUBSPACE_BASELINE,
@@ -58,9 +57,9 @@ rule subspace_sample_size:
     input:
         a=activations("seed{a}"),
         b=activations("seed{b}"),
-        code=library("activations", "device", "subspace"),
     params:
-        cfg={k: SUBSPACE[k] for k in ("eps", "repeats", "sample_seed", "device", "sample_size_study")},
+        code=code("subspace_sample_size"),
+        cfg=section("subspace", keep=("eps", "repeats", "sample_seed", "device", "sample_size_study")),
         layer=lambda wc: wc.layer,
         pair=lambda wc: (int(wc.a), int(wc.b)),
     log:
@@ -79,14 +78,12 @@ rule subspace_sample_size:
 
 rule table_wang2018_similarity:
     output:
-        csv=table_csv("wang2018_similarity"),
-        md=f"{OUT}/tables/wang2018_similarity.md",
-        tex=f"{OUT}/tables/wang2018_similarity.tex",
+        **table("wang2018_similarity"),
     input:
         pairs=[SUBSPACE_FILES[layer, a, b] for layer in LAYERS for a, b in SUBSPACE_PAIRS],
         baseline=[SUBSPACE_FILES[layer, a, b] for layer in LAYERS for a, b in SUBSPACE_BASELINE],
-        code=library("subspace", "tables"),
     params:
+        code=code("table_wang2018_similarity"),
         layers=LAYERS,
     log:
         f"{OUT}/logs/table_wang2018_similarity.log",
@@ -108,10 +105,10 @@ rule figure_wang2018_fig1:
     input:
         pairs=[SUBSPACE_FILES[layer, a, b] for layer in LAYERS for a, b in SUBSPACE_PAIRS],
         baseline=[SUBSPACE_FILES[layer, a, b] for layer in LAYERS for a, b in SUBSPACE_BASELINE],
-        code=library("subspace", "plotting"),
     params:
+        code=code("figure_wang2018_fig1"),
         layers=LAYERS,
-        figures=config["figures"],
+        figures=section("figures"),
     log:
         f"{OUT}/logs/figure_wang2018_fig1.log",
     benchmark:
@@ -134,10 +131,10 @@ rule figure_wang2018_fig2:
         pairs=[SUBSPACE_FILES[layer, a, b] for layer in dict.fromkeys([LAYERS[0], LAYERS[-1]])
                for a, b in (SUBSPACE_PAIRS[:1] if SUBSPACE["simple_pairs"] == "first"
                             else SUBSPACE_PAIRS)],
-        code=library("subspace", "plotting"),
     params:
+        code=code("figure_wang2018_fig2"),
         layers=LAYERS,
-        figures=config["figures"],
+        figures=section("figures"),
     log:
         f"{OUT}/logs/figure_wang2018_fig2.log",
     benchmark:
@@ -157,9 +154,9 @@ rule figure_wang2018_sample_size:
         figure("wang2018_sample_size"),
     input:
         csv=f"{OUT}/subspace/sample_size/{SUBSPACE_STUDY_LAYER}/{FIRST_PAIR[0]}-{FIRST_PAIR[1]}.csv",
-        code=library("plotting"),
     params:
-        figures=config["figures"],
+        code=code("figure_wang2018_sample_size"),
+        figures=section("figures"),
     log:
         f"{OUT}/logs/figure_wang2018_sample_size.log",
     benchmark:

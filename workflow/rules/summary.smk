@@ -3,13 +3,12 @@
 
 rule table_accuracy:
     output:
-        csv=table_csv("accuracy"),
-        md=f"{OUT}/tables/accuracy.md",
-        tex=f"{OUT}/tables/accuracy.tex",
+        **table("accuracy"),
     input:
         metrics=[f"{OUT}/models/seed{s}.json" for s in SEEDS]
         + [f"{OUT}/models/untrained{s}.json" for s in UNTRAINED],
-        code=library("tables"),
+    params:
+        code=code("table_accuracy"),
     log:
         f"{OUT}/logs/table_accuracy.log",
     benchmark:
@@ -25,10 +24,10 @@ rule figure_li2016_fig1:
         figure("li2016_fig1_{layer}"),
     input:
         stats=f"{OUT}/stats/{{layer}}.h5",
-        code=library("activations", "correlation", "matching", "plotting"),
     params:
+        code=code("figure_li2016_fig1"),
         pair=FIRST_PAIR,
-        figures=config["figures"],
+        figures=section("figures"),
     log:
         f"{OUT}/logs/figure_li2016_fig1/{{layer}}.log",
     benchmark:

@@ -5,11 +5,10 @@ rule train:
     output:
         model=f"{OUT}/models/seed{{seed}}.pt",
         metrics=f"{OUT}/models/seed{{seed}}.json",
-    input:
-        code=library("data", "models", "training"),
     params:
+        code=code("train"),
         seed=lambda wc: int(wc.seed),
-        train=config["train"],
+        train=section("train"),
         dataset=TRAINING_DATASET,
         architecture=config["model"]["architecture"],
     wildcard_constraints:
@@ -35,8 +34,8 @@ rule import_checkpoint:
         metrics=f"{OUT}/models/seed{{seed}}.json",
     input:
         checkpoint=lambda wc: CHECKPOINTS[int(wc.seed)],
-        code=library("data", "models", "training"),
     params:
+        code=code("import_checkpoint"),
         seed=lambda wc: int(wc.seed),
         dataset=TRAINING_DATASET,
         architecture=config["model"]["architecture"],
@@ -60,9 +59,8 @@ rule untrained:
     output:
         model=f"{OUT}/models/untrained{{seed}}.pt",
         metrics=f"{OUT}/models/untrained{{seed}}.json",
-    input:
-        code=library("data", "models", "training"),
     params:
+        code=code("untrained"),
         seed=lambda wc: int(wc.seed),
         dataset=TRAINING_DATASET,
         architecture=config["model"]["architecture"],

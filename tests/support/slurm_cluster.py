@@ -24,7 +24,7 @@ Why the configuration looks the way it does:
   so `--gpus=1` is schedulable and one GPU job at a time runs, exactly as on a one-GPU
   node. The jobs themselves find no CUDA and run on the CPU.
 
-Run by hand (as root):  python tests/slurm_cluster.py   (starts, runs a smoke job, stops)
+Run by hand (as root):  python tests/support/slurm_cluster.py   (starts, runs a smoke job, stops)
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ class SlurmCluster:
             wrapper.chmod(0o755)
         ctld_port, slurmd_port = _free_port(), _free_port()
         self.conf.write_text(f"""\
-# Written by tests/slurm_cluster.py: a private single-node cluster, no accounting.
+# Written by tests/support/slurm_cluster.py: a private single-node cluster, no accounting.
 ClusterName=convergent-test
 SlurmctldHost={self.node}(127.0.0.1)
 SlurmctldPort={ctld_port}

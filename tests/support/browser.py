@@ -90,17 +90,6 @@ def skip_reason() -> str | None:
     return None
 
 
-def screenshot_cli(url: str, out: str | os.PathLike, width: int = 1400, height: int = 1000,
-                   budget_ms: int = 10000) -> Path:
-    """One-shot `chromium --screenshot`, for a quick look without the protocol."""
-    with tempfile.TemporaryDirectory() as profile:
-        subprocess.run([install_chromium(), *FLAGS, f"--user-data-dir={profile}",
-                        f"--virtual-time-budget={budget_ms}", f"--window-size={width},{height}",
-                        f"--screenshot={Path(out).resolve()}", url],
-                       check=True, capture_output=True, timeout=120)
-    return Path(out)
-
-
 class BrowserError(RuntimeError):
     pass
 

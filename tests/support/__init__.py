@@ -1,0 +1,1 @@
+"""Harnesses the tests drive: a headless browser, a private SLURM cluster, Snakemake dry runs."""
