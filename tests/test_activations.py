@@ -67,12 +67,13 @@ def test_samples_equal_direct_forward(extracted):
         expected = maps[layer][p[:, 0], :, p[:, 1], p[:, 2]]
         np.testing.assert_allclose(read_samples(path, layer), expected, rtol=1e-5, atol=1e-6)
         attrs = layer_attrs(path, layer)
-        assert attrs["kind"] == "conv" and tuple(attrs["shape"]) == maps[layer].shape[1:]
+        assert attrs["kind"] == "spatial" and tuple(attrs["shape"]) == maps[layer].shape[1:]
+        assert attrs["signed"] is False and attrs["layout"] == "NCHW"  # post-ReLU
     np.testing.assert_allclose(read_samples(path, "fc1"), maps["fc1"], rtol=1e-5, atol=1e-6)
     for layer in ("conv1", "conv3"):
         np.testing.assert_allclose(read_image_means(path, layer), maps[layer].mean(axis=(2, 3)), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(read_image_means(path, "fc1"), read_samples(path, "fc1"))
-    assert layer_attrs(path, "fc1")["kind"] == "fc"
+    assert layer_attrs(path, "fc1")["kind"] == "vector"
     assert root_attrs(path)["seed"] == 0
     with h5py.File(path) as h5:
         np.testing.assert_array_equal(h5["probe/image_index"][()], np.arange(10) * 2)

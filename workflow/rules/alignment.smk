@@ -133,7 +133,8 @@ rule figure_li2016_fig2:
         act_b=activations(f"seed{FIRST_PAIR[1]}"),
         # For the network's first layer the figure also shows the filter weights.
         models=[f"{OUT}/models/seed{s}.pt" for s in FIRST_PAIR],
-        code=library("activations", "data", "matching", "models", "patches", "plotting", "training"),
+        model_files=MODEL_FILES,
+        code=library("activations", "matching", "patches", "plotting", *NETWORK_CODE),
     params:
         cfg=config["match"],
         figure="li2016_fig2",
@@ -160,7 +161,8 @@ use rule figure_li2016_fig2 as figure_li2016_fig4 with:
         act_a=activations(f"seed{FIRST_PAIR[0]}"),
         act_b=activations(f"seed{FIRST_PAIR[1]}"),
         models=[f"{OUT}/models/seed{s}.pt" for s in FIRST_PAIR],
-        code=library("activations", "data", "matching", "models", "patches", "plotting", "training"),
+        model_files=MODEL_FILES,
+        code=library("activations", "matching", "patches", "plotting", *NETWORK_CODE),
     params:
         cfg=config["match"],
         figure="li2016_fig4",

@@ -6,10 +6,12 @@ rule extract:
         activations=f"{OUT}/activations/{{net}}.h5",
     input:
         model=f"{OUT}/models/{{net}}.pt",
-        code=library("data", "models", "training", "activations", "extraction"),
+        code=library(*NETWORK_CODE, "activations", "extraction", "receptive_fields"),
+        model_files=MODEL_FILES,
     params:
         extract=config["extract"],
         dataset=config["dataset"],
+        model=config["model"],
         layers=LAYERS,
     log:
         f"{OUT}/logs/extract/{{net}}.log",

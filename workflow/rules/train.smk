@@ -1,17 +1,21 @@
 # Networks: trained here, imported from elsewhere (config `checkpoints`), or left untrained.
 
+# Library modules that build, train and load networks.
+NETWORK_CODE = ("architectures", "checkpoints", "data", "models", "probing", "sources", "training")
+
 
 rule train:
     output:
         model=f"{OUT}/models/seed{{seed}}.pt",
         metrics=f"{OUT}/models/seed{{seed}}.json",
     input:
-        code=library("data", "models", "training"),
+        code=library(*NETWORK_CODE),
+        model_files=MODEL_FILES,
     params:
         seed=lambda wc: int(wc.seed),
         train=config["train"],
         dataset=TRAINING_DATASET,
-        architecture=config["model"]["architecture"],
+        model=MODEL_SOURCE,
     wildcard_constraints:
         seed=one_of([s for s in SEEDS if s not in CHECKPOINTS]),
     log:
@@ -35,11 +39,12 @@ rule import_checkpoint:
         metrics=f"{OUT}/models/seed{{seed}}.json",
     input:
         checkpoint=lambda wc: CHECKPOINTS[int(wc.seed)],
-        code=library("data", "models", "training"),
+        code=library(*NETWORK_CODE),
+        model_files=MODEL_FILES,
     params:
         seed=lambda wc: int(wc.seed),
         dataset=TRAINING_DATASET,
-        architecture=config["model"]["architecture"],
+        model=MODEL_SOURCE,
     wildcard_constraints:
         seed=one_of(list(CHECKPOINTS)),
     log:
@@ -61,11 +66,12 @@ rule untrained:
         model=f"{OUT}/models/untrained{{seed}}.pt",
         metrics=f"{OUT}/models/untrained{{seed}}.json",
     input:
-        code=library("data", "models", "training"),
+        code=library(*NETWORK_CODE),
+        model_files=MODEL_FILES,
     params:
         seed=lambda wc: int(wc.seed),
         dataset=TRAINING_DATASET,
-        architecture=config["model"]["architecture"],
+        model=MODEL_SOURCE,
     log:
         f"{OUT}/logs/untrained/untrained{{seed}}.log",
     benchmark:

@@ -10,7 +10,7 @@ Writes one long-format CSV (one row per value) with two kinds of comparison:
   computed with B's rows shuffled (``null = permutation``): the value expected by chance.
 * ``scope = cross_layer``: A's layer i vs B's layer j for every i, j, on one row per probe image,
   since rows of different conv layers are not paired. A conv layer's row is its spatial mean
-  over the whole map when the activation file has ``/layers/{layer}/image_mean``; otherwise an
+  over the whole map when the activation file has ``/layers/{layer}/input_mean``; otherwise an
   estimate from the sampled positions, net A's from one half of each image's positions and net
   B's from the other half, so that no cell (the diagonal included) shares sampling noise
   between the nets. Column ``image_rows`` says which (``exact`` or ``position_halves``).
@@ -24,12 +24,11 @@ import os
 import zlib
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 
 from convergent import similarity as sim
-from convergent.activations import iter_sample_chunks, layer_attrs, read_positions, read_samples
+from convergent.activations import iter_sample_chunks, layer_attrs, read_input_means, read_positions, read_samples
 from convergent.correlation import LayerStats
 
 COLUMNS = ["kind", "net_a", "net_b", "scope", "layer_a", "layer_b", "measure", "null", "permutation",
@@ -45,20 +44,16 @@ def _subset(n: int, cap: int, rng: np.random.Generator) -> np.ndarray | None:
     return None if n <= cap else np.sort(rng.choice(n, size=cap, replace=False))
 
 
-IMAGE_MEAN = "image_mean"  # optional [n_images, C] dataset: the spatial mean over the full map
-
-
 def _image_mean(path, layer: str) -> np.ndarray | None:
-    with h5py.File(path, "r") as h5:
-        group = h5[f"layers/{layer}"]
-        return group[IMAGE_MEAN][()].astype(np.float64) if IMAGE_MEAN in group else None
+    """The map's mean over all positions per probe input (``input_mean``), where the file has it."""
+    return read_input_means(path, layer, exact_only=True)
 
 
 def _pooled(path, layer: str, half: int | None = None, chunk_rows: int = 65536) -> tuple[np.ndarray, str]:
     """One row per probe image, and how it was obtained.
 
     ``exact``: fc layers' rows, or a conv layer's spatial mean over the whole map when the file
-    has ``image_mean``. Otherwise ``positions``: the mean over the image's sampled positions, or
+    has ``input_mean``. Otherwise ``positions``: the mean over the image's sampled positions, or
     with ``half`` 0/1 over every other one of them (alternating, so both halves cover the
     image), which keeps the positions seen by the two networks disjoint.
     """
@@ -206,7 +201,7 @@ def compare_pair(act_a, act_b, layers: list[str], cfg: dict, kind: str, net_a: s
     cross_a, source_a = zip(*[_pooled(act_a, layer, half=0) for layer in layers])
     cross_b, source_b = zip(*[_pooled(act_b, layer, half=1) for layer in layers])
     if "position_halves" in source_a:
-        log("no image_mean in the activation files: cross-layer maps use disjoint halves of the "
+        log("no input_mean in the activation files: cross-layer maps use disjoint halves of the "
             "sampled positions, a noisy estimate of each image's spatial mean")
     maps = cross_layer(measures, cfg, list(cross_a), list(cross_b), kernel_images)
     for name, values in maps.items():
