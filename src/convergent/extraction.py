@@ -62,7 +62,7 @@ def token_grid(tokens: int, image_size: int, max_prefix: int = 8) -> tuple[int, 
     None when no such reading exists."""
     for prefix in range(0, min(max_prefix, tokens - 1) + 1):
         side = int(round((tokens - prefix) ** 0.5))
-        if side >= 1 and side * side == tokens - prefix and image_size % side == 0:
+        if side >= 2 and side * side == tokens - prefix and image_size % side == 0:
             return prefix, side, side
     return None
 

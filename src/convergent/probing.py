@@ -316,7 +316,12 @@ class ProbeRunner:
                     raise ProbeError(f"layer {p.target!r} is not a node of the traced model; {LAYERS_HINT}")
                 nodes[name] = node
             position = {node: i for i, node in enumerate(traced.graph.nodes)}
-            self.order = sorted(nodes, key=lambda name: position[nodes[name]])
+            rank = {name: (position[node], 1) for name, node in nodes.items()}
+            for name, p in self.probes.items():  # hooked modules run inside a probed module's node
+                if p.via == "hook":
+                    outer = next((nodes[n] for n, q in fx_probes.items() if p.target.startswith(q.target + ".")), None)
+                    rank[name] = (position[outer] if outer is not None else len(position), 0)
+            self.order = sorted(rank, key=lambda name: rank[name])
             self._graph = feature_graph(traced, nodes, grad).eval()
         hooked = {n: p for n, p in self.probes.items() if p.via == "hook"}
         if hooked:
@@ -328,7 +333,7 @@ class ProbeRunner:
     def _hook(self, name):
         def hook(_module, _inputs, output):
             self.calls[name] = self.calls.get(name, 0) + 1
-            if name not in self.order:
+            if self._graph is None and name not in self.order:
                 self.order.append(name)
             self._captured[name] = _attached_outputs(output) if self.grad else _copy_outputs(output)
         return hook
@@ -360,6 +365,29 @@ class ProbeRunner:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _hooked_inside_leaves(specs: list[LayerSpec], modules: dict) -> set[str]:
+    """Module targets read by hooks inside the FX graph: a probed module is traced as one node (its
+    exact output, tuples included), so probed modules inside it run within that node and are
+    hooked. A probed module with an FX node name inside it cannot be one node: it is read by its
+    last inner node, which has no tuple to select from."""
+    module_targets = sorted({s.target for s in specs if s.target in modules and s.target},
+                            key=lambda t: t.count("."))
+    fx_only = [s.target for s in specs if s.target not in modules]
+    leaves, hooked = [], set()
+    for target in module_targets:
+        if any(target.startswith(leaf + ".") for leaf in leaves):
+            hooked.add(target)
+        elif not any(f.startswith(target + ".") for f in fx_only):
+            leaves.append(target)
+    for spec in specs:
+        if spec.output and spec.target in modules and spec.target not in leaves and spec.target not in hooked:
+            inner = [f for f in fx_only if f.startswith(spec.target + ".")]
+            raise ProbeError(f"layer {spec.name!r}: the output of {spec.target!r} is selected with `output:`, but "
+                             f"FX node {inner[0]!r} inside it is probed too, so the module cannot be read whole; "
+                             "probe them in separate experiments")
+    return hooked
 
 
 def _keep_whole(target: str, probes, module: nn.Module) -> bool:
@@ -439,7 +467,9 @@ def resolve_probes(module: nn.Module, specs: list[LayerSpec] | None, batch: torc
         for spec in specs:
             if find_node(traced, spec.target) is None:
                 raise unknown_layer_error(spec.target, node_names + [m for m in modules if m])
-        draft = {s.name: Probe(s.name, s.target, "fx", s.output, s.layout or "") for s in specs}
+        hooked = _hooked_inside_leaves(specs, modules)
+        draft = {s.name: Probe(s.name, s.target, "hook" if s.target in hooked else "fx", s.output, s.layout or "")
+                 for s in specs}
         return _check(module, draft, batch, prepare, drop_unsupported=default)
     for spec in specs:
         if spec.target not in modules or spec.target == "":

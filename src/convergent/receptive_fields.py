@@ -119,7 +119,7 @@ def _field(out: torch.Tensor, x: torch.Tensor, canvas: int, generator):
     if out.ndim != 4:
         return WHOLE
     height, width = out.shape[2], out.shape[3]
-    centre, column = height // 2, width // 2
+    centre, column = (height - 1) // 2, (width - 1) // 2  # centre and centre + 1 stay off the border
     if centre + 1 >= height:
         return WHOLE
     weights = 0.5 + torch.rand(out.shape[1], generator=generator, dtype=out.dtype)
