@@ -81,3 +81,15 @@ def test_checkpoint_round_trip(splits, tmp_path):
     fresh = build_model("small_cnn", 1, 10, 28)
     fit_state_dict(fresh, read_state_dict(tmp_path / "ddp.pt"), "ddp.pt", "small_cnn")  # DDP prefix stripped
     assert _same(_weights(fresh), _weights(model))
+
+
+def test_any_source_trains_and_grey_images_fill_the_first_layers_channels(splits, tmp_path):
+    """A torchvision ResNet expects 3 channels; MNIST's grey images are repeated into them."""
+    cfg = {"torchvision": "resnet18", "kwargs": {"zero_init_residual": True}}
+    model, metrics = train_model(cfg, splits, {**CFG, "epochs": 1}, 0, tmp_path / "r.pt", "tv", progress=False)
+    assert model.conv1.in_channels == 3
+    assert metrics["architecture"] == "torchvision:resnet18" and 0 <= metrics["heldout_accuracy"] <= 1
+    payload = training.checkpoint_payload(model, cfg, splits, 0, metrics)
+    training.atomic_save(payload, tmp_path / "m.pt")
+    loaded, record = load_checkpoint(tmp_path / "m.pt")  # rebuilt from the payload's model section
+    assert _same(_weights(loaded), _weights(model)) and record["model"]["torchvision"] == "resnet18"

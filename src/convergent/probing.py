@@ -60,6 +60,7 @@ class Probe:
     kind: str = "spatial"
     shape: tuple = ()
     signed: bool = False  # negative values seen on the probe batch
+    copy: bool = True  # whether a later in-place op of the forward pass overwrites the value
 
     @property
     def units(self) -> int:
@@ -177,6 +178,33 @@ def _copy_outputs(value):
     return value
 
 
+def _detached_outputs(value):
+    """``value`` with its tensors detached but not copied (they share storage and version counter)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach()
+    if isinstance(value, (tuple, list)) and not hasattr(value, "_fields"):
+        return type(value)(_detached_outputs(v) for v in value)
+    return value
+
+
+def _versions(value) -> tuple:
+    """The version counters of the tensors in ``value``: an in-place op on a tensor, or on any view
+    of it, increments its counter."""
+    if isinstance(value, torch.Tensor):
+        return (value._version,)
+    if isinstance(value, Mapping):
+        return tuple(v for item in value.values() for v in _versions(item))
+    if isinstance(value, (tuple, list)):
+        return tuple(v for item in value for v in _versions(item))
+    return ()
+
+
+def _snapshot(value):
+    """A copy of ``value`` for reading, and the original with its version counters, to find out
+    after the forward pass whether anything changed it in place (then it must be copied)."""
+    return _copy_outputs(value), (_detached_outputs(value), _versions(value))
+
+
 def _attached_outputs(value):
     """Like :func:`_copy_outputs`, keeping the autograd graph (for receptive fields)."""
     if isinstance(value, torch.Tensor):
@@ -264,17 +292,16 @@ def find_node(traced: Traced, target: str) -> fx.Node | None:
     return inside[-1] if inside else None
 
 
-def feature_graph(traced: Traced, nodes: dict[str, fx.Node], grad: bool = False) -> fx.GraphModule:
-    """A GraphModule returning ``{name: copy of node's value}`` and computing nothing after the
-    last of them (``traced``'s graph is rewritten: trace again for another one)."""
-    copy = _attached_outputs if grad else _copy_outputs
+def feature_graph(traced: Traced, nodes: dict[str, fx.Node], capture: dict) -> fx.GraphModule:
+    """A GraphModule returning ``{name: capture[name](node's value)}`` and computing nothing after
+    the last of them (``traced``'s graph is rewritten: trace again for another one)."""
     graph = traced.graph
     for node in [n for n in graph.nodes if n.op == "output"]:
         graph.erase_node(node)
     copies = {}
     for name, node in nodes.items():
         with graph.inserting_after(node):
-            copies[name] = graph.call_function(copy, (node,))
+            copies[name] = graph.call_function(capture[name], (node,))
     order = list(graph.nodes)
     last = max(order.index(c) for c in copies.values())
     for node in reversed(order[last + 1:]):
@@ -294,15 +321,22 @@ class ProbeRunner:
     ``prepare`` adapts a batch to the model (grey images given the channels the model expects).
     With ``raw=True`` the captured outputs are returned as they are (selection and layout skipped):
     used while probes are being resolved; ``grad=True`` keeps them attached to the autograd graph.
-    Use as a context manager, or call :meth:`close`.
+    A probe's value is copied only when ``Probe.copy`` says a later in-place op of the forward pass
+    (``out += identity``, ``ReLU(inplace=True)``) overwrites it; ``detect=True`` copies everything
+    and records which captured values were overwritten in :attr:`mutated`. Use as a context
+    manager, or call :meth:`close`.
     """
 
     def __init__(self, module: nn.Module, probes: dict[str, Probe], prepare=None, raw: bool = False,
-                 grad: bool = False):
-        self.module, self.probes, self.raw, self.grad = module, dict(probes), raw, grad
+                 grad: bool = False, detect: bool = False):
+        self.module, self.probes, self.raw, self.grad, self.detect = module, dict(probes), raw, grad, detect
         self.prepare = prepare or (lambda x: x)
+        self.mutated: set[str] = set()
+        self._capture = {name: _attached_outputs if grad else _snapshot if detect
+                         else _copy_outputs if p.copy else _detached_outputs for name, p in self.probes.items()}
         self.calls: dict[str, int] = {}
-        self.order: list[str] = []  # probes in forward order (hooks: as first called)
+        self._called: list[str] = []  # hooked probes as first called
+        self._rank: dict[str, tuple] = {}
         self._handles = []
         self._graph = None
         fx_probes = {n: p for n, p in self.probes.items() if p.via == "fx"}
@@ -321,8 +355,8 @@ class ProbeRunner:
                 if p.via == "hook":
                     outer = next((nodes[n] for n, q in fx_probes.items() if p.target.startswith(q.target + ".")), None)
                     rank[name] = (position[outer] if outer is not None else len(position), 0)
-            self.order = sorted(rank, key=lambda name: rank[name])
-            self._graph = feature_graph(traced, nodes, grad).eval()
+            self._rank = rank
+            self._graph = feature_graph(traced, nodes, self._capture).eval()
         hooked = {n: p for n, p in self.probes.items() if p.via == "hook"}
         if hooked:
             modules = dict(module.named_modules())
@@ -333,9 +367,9 @@ class ProbeRunner:
     def _hook(self, name):
         def hook(_module, _inputs, output):
             self.calls[name] = self.calls.get(name, 0) + 1
-            if self._graph is None and name not in self.order:
-                self.order.append(name)
-            self._captured[name] = _attached_outputs(output) if self.grad else _copy_outputs(output)
+            if name not in self._called:
+                self._called.append(name)
+            self._captured[name] = self._capture[name](output)
         return hook
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -350,10 +384,22 @@ class ProbeRunner:
             if self._graph is None:
                 self.module(x)
             raw.update(self._captured)
+        if self.detect:
+            self.mutated = {name for name, (_, (original, versions)) in raw.items()
+                            if _versions(original) != versions}
+            raw = {name: value for name, (value, _) in raw.items()}
         if self.raw:
             return raw
         return {name: canonical(select_output(raw[name], p.output, name), p.layout)
                 for name, p in self.probes.items()}
+
+    @property
+    def order(self) -> list[str]:
+        """The probes in forward order (hooked ones as first called, after a forward pass)."""
+        called = {name: i for i, name in enumerate(self._called)}
+        if not self._rank:
+            return list(self._called)
+        return sorted(self._rank, key=lambda name: (*self._rank[name], called.get(name, 0)))
 
     def close(self) -> None:
         for handle in self._handles:
@@ -494,9 +540,9 @@ def _check(module, draft: dict[str, Probe], batch, prepare, drop_unsupported: bo
     was_training = module.training
     module.eval()
     try:
-        with ProbeRunner(module, draft, prepare, raw=True) as runner, torch.no_grad():
+        with ProbeRunner(module, draft, prepare, raw=True, detect=True) as runner, torch.no_grad():
             raw = runner(batch)
-            calls, order = dict(runner.calls), list(runner.order)
+            calls, order, mutated = dict(runner.calls), list(runner.order), set(runner.mutated)
     finally:
         module.train(was_training)
     resolved = {}
@@ -505,7 +551,8 @@ def _check(module, draft: dict[str, Probe], batch, prepare, drop_unsupported: bo
             if probe.via == "hook" and calls.get(name, 0) != 1:
                 raise _call_count_error(probe, calls.get(name, 0), why_not_fx, module)
             tensor = select_output(raw[name], probe.output, name)
-            resolved[name] = _finish(probe, tensor, modules.get(probe.target), len(batch), channels_first)
+            resolved[name] = replace(_finish(probe, tensor, modules.get(probe.target), len(batch), channels_first),
+                                     copy=name in mutated)
         except ProbeError:
             if drop_unsupported:
                 continue
@@ -585,9 +632,9 @@ def list_layers(module: nn.Module, batch: torch.Tensor, prepare=None) -> tuple[s
     was_training = module.training
     module.eval()
     try:
-        with ProbeRunner(module, draft, prepare, raw=True) as runner, torch.no_grad():
+        with ProbeRunner(module, draft, prepare, raw=True, detect=True) as runner, torch.no_grad():
             raw = runner(batch)
-            calls, order = dict(runner.calls), list(runner.order)
+            calls, order, mutated = dict(runner.calls), list(runner.order), set(runner.mutated)
     finally:
         module.train(was_training)
     names = order if points is not None or traced is None else list(draft)
