@@ -125,3 +125,28 @@ def test_layer_edits_rerun_extraction_not_training(vit_run, tmp_path):
     config["model"]["layers"] = LAYERS[:1]
     jobs = planned_jobs(vit_run, write_config(tmp_path, config))
     assert "train" not in jobs and "import_checkpoint" not in jobs and jobs["extract"] == 3
+
+
+SMALL_FACTORY = '''
+from torch import nn
+
+
+def small(num_classes=10):
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                         nn.Linear(128, num_classes))
+'''
+
+
+def test_editing_the_factory_file_reruns_what_it_builds(tmp_path):
+    (tmp_path / "nets.py").write_text(SMALL_FACTORY)
+    config = {"experiment": "fac", "seeds": [0, 1],
+              "dataset": {"name": "mnist5k", "heldout": 200, "probe_images": 20, "train_images": 100},
+              "model": {"factory": "nets.py:small", "layers": ["0", "1"]}, "train": {"epochs": 1}}
+    configfile = write_config(tmp_path, config)
+    target = "results/fac/activations/seed0.h5"
+    snakemake(tmp_path, target, configfile=configfile)
+    acts = tmp_path / target
+    assert layer_attrs(acts, "0")["signed"] and not layer_attrs(acts, "1")["signed"]  # conv, then its ReLU
+    assert planned_jobs(tmp_path, configfile, target) == {}
+    (tmp_path / "nets.py").write_text(SMALL_FACTORY + "\n# edited\n")
+    assert planned_jobs(tmp_path, configfile, target) == {"train": 1, "extract": 1}

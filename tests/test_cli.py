@@ -23,7 +23,8 @@ def test_layers_of_a_vision_transformer(tmp_path):
                         "kwargs": {"image_size": 32, "patch_size": 8, "num_layers": 2, "num_heads": 2,
                                    "hidden_dim": 32, "mlp_dim": 64}}}
     write_config(tmp_path, config)
-    result = _run("layers", "--schema", str(REPO / "workflow" / "schemas" / "config.schema.yaml"), cwd=tmp_path)
+    result = _run("layers", "--all-receptive-fields", "--schema",
+                  str(REPO / "workflow" / "schemas" / "config.schema.yaml"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "torchvision:VisionTransformer: input 3x32x32; read through fx" in out

@@ -2,7 +2,8 @@
 
 For each: the name to put in ``model.layers``, its kind (spatial map ``[C, H, W]``, token sequence
 ``[C, T, 1]``, vector ``[C]``), unit count, whether it has negative values on a probe batch, its
-receptive field where it has a local one, and whether it is among the default layers (``*``).
+receptive field where it has a local one (computed for the default and configured layers; every
+map layer's with ``--all-receptive-fields``), and whether it is a default layer (``*``).
 The weights are those of the experiment's first network where it exists already
 (``results/<experiment>/models/seed<first>.pt``) or a configured checkpoint; otherwise a random
 initialisation (the shapes are the same; signs can differ).
@@ -22,8 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the experiment's config (default: config.yaml in the working directory)")
     parser.add_argument("--weights", type=Path, default=None,
                         help="a checkpoint to read the signs with (default: the first network, if any)")
-    parser.add_argument("--no-receptive-fields", action="store_true",
-                        help="skip computing receptive fields (minutes for large models at full resolution)")
+    fields = parser.add_mutually_exclusive_group()
+    fields.add_argument("--all-receptive-fields", action="store_true",
+                        help="compute every map layer's receptive field, not only the default and configured "
+                             "layers' (each takes a backward pass on a large canvas: minutes for big models)")
+    fields.add_argument("--no-receptive-fields", action="store_true", help="compute no receptive fields")
     parser.add_argument("--schema", type=Path, default=None, help="the config schema (default: the workflow's)")
 
 
@@ -64,7 +68,8 @@ def default_weights(config: dict, explicit: Path | None) -> Path | None:
     if made.is_file():
         return made
     checkpoints = config.get("checkpoints") or {}
-    return Path(checkpoints[str(first)]) if str(first) in checkpoints else None
+    given = Path(checkpoints[str(first)]) if str(first) in checkpoints else None
+    return given if given is not None and given.is_file() else None
 
 
 def _field(rf) -> str:
@@ -75,6 +80,7 @@ def _field(rf) -> str:
 
 
 def run(args) -> int:
+    from convergent.architectures import layer_specs
     from convergent.config import ConfigError, validate
     from convergent.models import load_model
     from convergent.probing import list_layers
@@ -97,7 +103,9 @@ def run(args) -> int:
     if not args.no_receptive_fields:
         from convergent.receptive_fields import receptive_fields
 
-        probes = {row["name"]: row["probe"] for row in rows if row["probe"] is not None and row["probe"].kind == "spatial"}
+        configured = {spec.target for spec in layer_specs(model_cfg) or []}
+        probes = {row["name"]: row["probe"] for row in rows if row["probe"] is not None and row["probe"].kind == "spatial"
+                  and (args.all_receptive_fields or row["default"] or row["name"] in configured)}
         if probes:
             print(f"computing receptive fields of {len(probes)} map layers ...", file=sys.stderr)
             fields = receptive_fields(loaded.module, probes, geometry[0], geometry[2], loaded.prepare)
@@ -111,6 +119,8 @@ def run(args) -> int:
         rf = fields.get(row["name"]) if row["kind"] == "spatial" else ((0, 0, 0) if row["kind"] else None)
         default = row["default"] if row["probe"] is not None else None
         name = row["name"] if default in (None, False, True, row["name"]) else f"{row['name']} (= {default})"
+        if row["kind"] == "spatial" and rf is None and not args.no_receptive_fields:
+            row["note"] = row["note"] or "(--all-receptive-fields)"
         table.append(("*" if default else "", name, row["kind"],
                       "x".join(map(str, row["shape"])) if row["shape"] else row["output"], str(row["units"]),
                       {True: "yes", False: "no"}.get(row["signed"], ""), row["note"] or _field(rf)))
