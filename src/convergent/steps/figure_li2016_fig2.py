@@ -95,7 +95,8 @@ def main(inputs, outputs, params, log):
     images = load_probe_images(params.dataset, read_image_index(inputs.act_a))
     if images.shape[-1] not in (1, 3):
         raise ValueError(f"probe images with {images.shape[-1]} channels cannot be drawn")
-    convs = [first_conv(path) for path in inputs.models]
+    # no models given (a run without them): no filter images
+    convs = [first_conv(path) for path in inputs.models] if len(inputs.models) == 2 else [None, None]
     for layer, matching in zip(params.layers, inputs.matching, strict=True):
         fig = plot(images, inputs, matching, layer, params.cfg, params.measure, params.pair, convs)
         save_figure(fig, outputs_named(outputs, f"{params.figure}_{layer}"), dpi=params.figures["dpi"])
