@@ -300,3 +300,14 @@ def test_listing_every_layer(resnet50, factory_file):
     assert how.startswith("hooks")
     notes = {row["name"]: row["note"] for row in rows}
     assert "runs 2 times" in notes["shared"] and "output: 0" in notes["split"]
+
+
+def test_the_models_own_output_with_a_selector(factory_file):
+    loaded = _load({"factory": f"{factory_file}:build"})
+    probes = resolve_probes(loaded.module, [LayerSpec("logits", "", (), None), LayerSpec("fc", "fc")],
+                            probe_batch(3, 32))
+    assert {p.via for p in probes.values()} == {"hook"} and probes["logits"].kind == "vector"
+    x = probe_batch(3, 32)
+    with ProbeRunner(loaded.module, probes) as runner, torch.no_grad():
+        out = runner(x)
+        assert torch.equal(out["logits"], loaded.module(x)) and torch.equal(out["fc"], out["logits"])

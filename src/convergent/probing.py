@@ -489,7 +489,9 @@ def resolve_probes(module: nn.Module, specs: list[LayerSpec] | None, batch: torc
     """Probes for the configured layers (``specs``; None: the default layers), checked on ``batch``.
 
     ``mode``: ``auto`` (FX when the model traces, hooks otherwise), ``fx`` or ``hooks``. The zoo's
-    models carry ``probe_points`` (layer name → module): those are always hooked, as before.
+    models carry ``probe_points`` (layer name → module): those are always hooked, as before. The
+    target ``""`` is the model's own output (e.g. ``hidden_states`` of a ``ModelOutput``, selected
+    with ``output``); it is read by a hook on the model, so the other targets must be modules.
     """
     points = getattr(module, "probe_points", None)
     modules = dict(module.named_modules())
@@ -505,6 +507,8 @@ def resolve_probes(module: nn.Module, specs: list[LayerSpec] | None, batch: torc
         return _check(module, draft, batch, prepare, drop_unsupported=False, channels_first=True)
     if default:
         specs = [LayerSpec(name, name) for name in default_layer_names(module)]
+    if any(s.target == "" for s in specs):
+        mode = "hooks"  # the model's own output (target ""): a hook on the model itself
     traced, why_not = (None, "hooks were asked for") if mode == "hooks" else try_trace(module)
     if mode == "fx" and traced is None:
         raise ProbeError(f"{type(module).__name__} does not trace with torch.fx ({why_not})")
@@ -518,7 +522,7 @@ def resolve_probes(module: nn.Module, specs: list[LayerSpec] | None, batch: torc
                  for s in specs}
         return _check(module, draft, batch, prepare, drop_unsupported=default)
     for spec in specs:
-        if spec.target not in modules or spec.target == "":
+        if spec.target not in modules:
             close = _close_names(spec.target, [m for m in modules if m])
             nearby = f" (nearby modules: {close})" if close else ""
             raise ProbeError(
