@@ -8,8 +8,9 @@ import torch
 from torch import nn
 
 from convergent.architectures import LayerSpec, layer_specs
+from convergent.layer_listing import list_layers
 from convergent.models import load_model
-from convergent.probing import (ProbeError, ProbeRunner, default_layer_names, detect_layout, list_layers,
+from convergent.probing import (ProbeError, ProbeRunner, default_layer_names, detect_layout,
                                 probe_batch, resolve_probes)
 
 TINY_VIT = {"torchvision": "VisionTransformer",

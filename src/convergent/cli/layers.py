@@ -83,7 +83,7 @@ def run(args) -> int:
     from convergent.architectures import layer_specs
     from convergent.config import ConfigError, validate
     from convergent.models import load_model
-    from convergent.probing import list_layers
+    from convergent.layer_listing import list_layers
 
     try:
         config = validate(yaml.safe_load(args.configfile.read_text()), find_schema(args.schema))
