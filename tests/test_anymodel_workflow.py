@@ -150,3 +150,12 @@ def test_editing_the_factory_file_reruns_what_it_builds(tmp_path):
     assert planned_jobs(tmp_path, configfile, target) == {}
     (tmp_path / "nets.py").write_text(SMALL_FACTORY + "\n# edited\n")
     assert planned_jobs(tmp_path, configfile, target) == {"train": 1, "extract": 1}
+
+
+def test_an_unknown_layer_stops_the_workflow_before_any_job(tmp_path):
+    config = {"experiment": "bad", "seeds": [0, 1], "dataset": {"name": "mnist5k"},
+              "model": {"torchvision": "resnet18", "layers": ["layer1.0", "layer9"]}}
+    result = snakemake(tmp_path, "--dry-run", configfile=write_config(tmp_path, config), check=False)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0 and "'layer9' is not a layer of this model" in text
+    assert "convergent layers" in text and "Traceback" not in text and not (tmp_path / "results").exists()
