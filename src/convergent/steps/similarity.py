@@ -44,6 +44,9 @@ def _subset(n: int, cap: int, rng: np.random.Generator) -> np.ndarray | None:
     return None if n <= cap else np.sort(rng.choice(n, size=cap, replace=False))
 
 
+IMAGE_MEAN = "image_mean"  # the pooled rows' name in files written before `input_mean`; both are read
+
+
 def _image_mean(path, layer: str) -> np.ndarray | None:
     """The map's mean over all positions per probe input (``input_mean``), where the file has it."""
     return read_input_means(path, layer, exact_only=True)
