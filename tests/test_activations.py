@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from convergent.activations import (check_paired, layer_attrs, layer_names, read_image_means, read_positions,
+from convergent.activations import (check_paired, layer_attrs, layer_names, read_input_means, read_positions,
                                     read_samples,
                                     read_top_activations, root_attrs, sample_positions)
 from convergent.extraction import extract_activations
@@ -67,12 +67,13 @@ def test_samples_equal_direct_forward(extracted):
         expected = maps[layer][p[:, 0], :, p[:, 1], p[:, 2]]
         np.testing.assert_allclose(read_samples(path, layer), expected, rtol=1e-5, atol=1e-6)
         attrs = layer_attrs(path, layer)
-        assert attrs["kind"] == "conv" and tuple(attrs["shape"]) == maps[layer].shape[1:]
+        assert attrs["kind"] == "spatial" and tuple(attrs["shape"]) == maps[layer].shape[1:]
+        assert attrs["signed"] is False and attrs["layout"] == "NCHW"  # post-ReLU
     np.testing.assert_allclose(read_samples(path, "fc1"), maps["fc1"], rtol=1e-5, atol=1e-6)
     for layer in ("conv1", "conv3"):
-        np.testing.assert_allclose(read_image_means(path, layer), maps[layer].mean(axis=(2, 3)), rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(read_image_means(path, "fc1"), read_samples(path, "fc1"))
-    assert layer_attrs(path, "fc1")["kind"] == "fc"
+        np.testing.assert_allclose(read_input_means(path, layer), maps[layer].mean(axis=(2, 3)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(read_input_means(path, "fc1"), read_samples(path, "fc1"))
+    assert layer_attrs(path, "fc1")["kind"] == "vector"
     assert root_attrs(path)["seed"] == 0
     with h5py.File(path) as h5:
         np.testing.assert_array_equal(h5["probe/image_index"][()], np.arange(10) * 2)
@@ -136,4 +137,4 @@ def test_image_means_of_a_conv_layer_without_them_is_an_error(tmp_path, extracte
     with h5py.File(old, "a") as h5:
         del h5["layers/conv1/image_mean"]
     with pytest.raises(ValueError, match="old.h5: conv layer 'conv1' has no image_mean.*re-extract"):
-        read_image_means(old, "conv1")
+        read_input_means(old, "conv1")

@@ -155,7 +155,8 @@ def test_patch_rows_show_each_unit_and_its_partner(experiment):
 
     top_a = read_top_activations(experiment.paths[0], "conv1")[:, :2]
     top_b = read_top_activations(experiment.paths[1], "conv1")[:, :2]
-    rows = figure_li2016_fig2.unit_rows([0, 4], PERM[[0, 4]], experiment.images, top_a, top_b, RF, None, None)
+    rows = figure_li2016_fig2.unit_rows([0, 4], PERM[[0, 4]], experiment.images, top_a, top_b,
+                                        {"receptive_field": RF, "kind": "spatial"}, None, None)
     assert rows.shape == (2, 2 + 2 + 2, 3, 3, 1)
     from convergent.patches import cut_patches
 

@@ -172,7 +172,7 @@ def test_unit_mosaic_tiles_the_strongest_patches(experiment):
     from convergent.patches import cut_patches
 
     top = read_top_activations(experiment.paths[0], "conv1")
-    mosaic = figure_li2016_cluster_units.unit_mosaic(experiment.images, top[2], RF, 4)
+    mosaic = figure_li2016_cluster_units.unit_mosaic(experiment.images, top[2], {"receptive_field": RF}, 4)
     patches = cut_patches(experiment.images, top[2][:4], *RF)
     assert mosaic.shape == (2 * 3 + 1, 2 * 3 + 1, 1)
     np.testing.assert_array_equal(mosaic[:3, :3], patches[0])

@@ -4,7 +4,9 @@ import pytest
 import torch
 
 import convergent.training as training
+from convergent.checkpoints import fit_state_dict, read_state_dict
 from convergent.data import load_dataset
+from convergent.models import build_model
 from convergent.training import load_checkpoint, train_model
 
 CFG = dict(epochs=2, batch_size=32, optimizer="sgd", lr=0.02, momentum=0.9, weight_decay=5e-4,
@@ -76,4 +78,18 @@ def test_checkpoint_round_trip(splits, tmp_path):
     with pytest.raises(ValueError, match="not a convergent checkpoint"):
         load_checkpoint(tmp_path / "plain.pt")
     torch.save({"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}}, tmp_path / "ddp.pt")
-    assert _same(training.read_foreign_state_dict(tmp_path / "ddp.pt"), _weights(model))
+    fresh = build_model("small_cnn", 1, 10, 28)
+    fit_state_dict(fresh, read_state_dict(tmp_path / "ddp.pt"), "ddp.pt", "small_cnn")  # DDP prefix stripped
+    assert _same(_weights(fresh), _weights(model))
+
+
+def test_any_source_trains_and_grey_images_fill_the_first_layers_channels(splits, tmp_path):
+    """A torchvision ResNet expects 3 channels; MNIST's grey images are repeated into them."""
+    cfg = {"torchvision": "resnet18", "kwargs": {"zero_init_residual": True}}
+    model, metrics = train_model(cfg, splits, {**CFG, "epochs": 1}, 0, tmp_path / "r.pt", "tv", progress=False)
+    assert model.conv1.in_channels == 3
+    assert metrics["architecture"] == "torchvision:resnet18" and 0 <= metrics["heldout_accuracy"] <= 1
+    payload = training.checkpoint_payload(model, cfg, splits, 0, metrics)
+    training.atomic_save(payload, tmp_path / "m.pt")
+    loaded, record = load_checkpoint(tmp_path / "m.pt")  # rebuilt from the payload's model section
+    assert _same(_weights(loaded), _weights(model)) and record["model"]["torchvision"] == "resnet18"

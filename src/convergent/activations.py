@@ -4,20 +4,36 @@ Written by :mod:`convergent.extraction`.
 
 File layout (one file per network, self-describing; docs/architecture.md, "File contracts"):
 
-* ``/probe/image_index`` (int): dataset indices (into the held-out split) of the probe images.
-* ``/layers/{layer}/samples`` (float, ``[n_samples, n_units]``): post-ReLU activations. Conv
-  layers: ``positions_per_image`` positions per probe image, drawn from an RNG seeded by the
-  config and the layer name only, so every network gets the same positions and rows are paired.
-* ``/layers/{layer}/positions`` (int ``[n_samples, 3]``: probe image, y, x), conv layers only.
-* ``/layers/{layer}/image_mean`` (float32 ``[n_images, n_units]``): conv layers only, each probe
-  image's activation averaged over the whole map (one row per image, for cross-layer measures).
+* ``/probe/image_index`` (int): dataset indices (into the held-out split) of the probe inputs.
+* ``/layers/{layer}/samples`` (float, ``[n_samples, n_units]``): the layer's activations, paired
+  rows across networks. Each layer has a **kind** (attr ``kind``):
+
+  - ``spatial`` (a map ``[C, H, W]``): ``positions_per_image`` positions per probe input, drawn
+    from an RNG seeded by the config and the layer name only, so every network gets the same
+    positions and rows are paired;
+  - ``tokens`` (a sequence ``[T, C]``): positions sampled over the tokens in the same way (the map
+    is ``T`` rows by one column);
+  - ``vector`` (``[C]``): one row per probe input.
+* ``/layers/{layer}/positions`` (int ``[n_samples, 3]``: probe input, y, x; for tokens: input,
+  token, 0), spatial and token layers only.
+* ``/layers/{layer}/input_mean`` (float32 ``[n_inputs, n_units]``): spatial and token layers only,
+  each probe input's activation averaged over the whole map / all tokens: one pooled row per
+  input, for the measures that need one (cross-layer maps, RSA).
 * ``/layers/{layer}/top_activations`` (compound ``[n_units, k]`` of ``image, y, x, value``): each
-  unit's k strongest activations over every probe image and every position; ``image`` is the
-  row in the probe set (index ``/probe/image_index`` with it for the dataset index).
-* ``/layers/{layer}`` attrs: ``kind`` (conv/fc), ``shape`` (C, H, W), ``receptive_field``
-  (size, stride, offset: position (y, x) sees input rows ``y*stride+offset`` .. ``+size-1``).
+  unit's k largest activations over every probe input and every position; ``image`` is the row
+  in the probe set (index ``/probe/image_index`` with it for the dataset index).
+* ``/layers/{layer}`` attrs: ``kind``; ``signed`` (True when any value on the probe set is
+  negative: no ReLU zero floor, so nothing downstream may assume one); ``shape`` (C, H, W; tokens
+  C, T, 1; vectors C, 1, 1); ``layout`` (the tensor's layout in the network: NCHW, NHWC, NTC, NCT,
+  NC); ``receptive_field`` (size, stride, offset: position (y, x) sees input rows
+  ``y*stride+offset`` .. ``+size-1``; stride 0: the whole input); ``token_grid`` (tokens laid on
+  an image grid: leading non-grid tokens, grid rows, grid columns), where one was found.
 * root attrs: ``architecture``, ``seed``, ``trained``, ``dataset``, ``accuracy``, ``layers``,
   ``convergent_version``, ``config_hash``.
+
+Files written before kinds existed stay readable: their ``conv``/``fc`` kinds read as
+``spatial``/``vector``, their ``image_mean`` as ``input_mean``, a missing ``signed`` as False
+(they held post-ReLU activations only).
 """
 
 from __future__ import annotations
@@ -35,8 +51,9 @@ TOP_DTYPE = np.dtype([("image", "<i8"), ("y", "<i4"), ("x", "<i4"), ("value", "<
 
 def sample_positions(layer: str, n_images: int, height: int, width: int, per_image: int,
                      seed: int) -> np.ndarray:
-    """The (image, y, x) rows sampled for a conv layer: a function of the layer's name, shape and
-    the config seed only, never of the network, which is what pairs rows across networks."""
+    """The (input, y, x) rows sampled for a map (tokens: ``width`` 1, y the token): a function of
+    the layer's name, shape and the config seed only, never of the network, which is what pairs
+    rows across networks."""
     rng = seeded_rng(seed, layer)
     per_image = min(per_image, height * width)
     flat = np.stack([rng.choice(height * width, size=per_image, replace=False) for _ in range(n_images)])
@@ -56,13 +73,27 @@ def root_attrs(path: str | os.PathLike) -> dict:
         return dict(h5.attrs)
 
 
+# Kinds of files written before token layers existed.
+LEGACY_KINDS = {"conv": "spatial", "fc": "vector"}
+INPUT_MEAN = "input_mean"
+_LEGACY_INPUT_MEAN = "image_mean"
+
+
 def layer_attrs(path: str | os.PathLike, layer: str) -> dict:
-    """``kind``, ``shape`` (C, H, W), ``receptive_field`` (size, stride, offset), ``n_samples``."""
+    """``kind`` (spatial/tokens/vector), ``signed``, ``shape`` (C, H, W), ``receptive_field``
+    (size, stride, offset), ``n_samples``, and ``layout``/``token_grid`` where recorded."""
     with h5py.File(path, "r") as h5:
         group = _layer_group(h5, path, layer)
         attrs = dict(group.attrs)
         attrs["n_samples"] = group["samples"].shape[0]
-        return attrs
+    attrs["kind"] = LEGACY_KINDS.get(str(attrs.get("kind")), str(attrs.get("kind")))
+    attrs["signed"] = bool(attrs.get("signed", False))
+    return attrs
+
+
+def is_signed(path: str | os.PathLike, layer: str) -> bool:
+    """Whether the layer has negative values (then no ReLU zero bin, no zero floor)."""
+    return layer_attrs(path, layer)["signed"]
 
 
 def _layer_group(h5: h5py.File, path, layer: str) -> h5py.Group:
@@ -108,14 +139,16 @@ def read_positions(path: str | os.PathLike, layer: str) -> np.ndarray | None:
         return group["positions"][()] if "positions" in group else None
 
 
-def read_image_means(path: str | os.PathLike, layer: str) -> np.ndarray:
-    """One row per probe image: conv layers' spatial mean over the whole map, fc layers' values."""
+def read_input_means(path: str | os.PathLike, layer: str) -> np.ndarray:
+    """One row per probe input: a map's mean over all positions (a sequence's over all tokens),
+    or a vector layer's rows."""
     with h5py.File(path, "r") as h5:
         group = _layer_group(h5, path, layer)
-        if "image_mean" in group:
-            return np.asarray(group["image_mean"][()], dtype=np.float64)
-        if "positions" in group:  # rows are (image, position) samples, not images
-            raise ValueError(f"{path}: conv layer {layer!r} has no image_mean (written by an older "
+        for name in (INPUT_MEAN, _LEGACY_INPUT_MEAN):
+            if name in group:
+                return np.asarray(group[name][()], dtype=np.float64)
+        if "positions" in group:  # rows are (input, position) samples, not inputs
+            raise ValueError(f"{path}: layer {layer!r} has no {INPUT_MEAN} (written by an older "
                              "extractor); re-extract it (snakemake --forcerun extract)")
         return np.asarray(group["samples"][()], dtype=np.float64)
 

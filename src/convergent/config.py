@@ -29,7 +29,8 @@ def _fill_defaults(instance: Any, schema: dict) -> None:
         if key not in instance:
             if "default" in sub:
                 instance[key] = copy.deepcopy(sub["default"])
-            elif sub.get("type") == "object" and "properties" in sub and not sub.get("required"):
+            elif sub.get("type") == "object" and "properties" in sub and not sub.get("required") \
+                    and "oneOf" not in sub:
                 instance[key] = {}
         if key in instance:
             _fill_defaults(instance[key], sub)
@@ -46,6 +47,15 @@ def _describe(error: jsonschema.ValidationError) -> str:
         allowed = sorted(schema.get("properties", {}))
         unknown = sorted(set(error.instance) - set(allowed))
         return f"config key '{key}': unknown key(s) {unknown}; allowed keys: {allowed}"
+    if validator == "oneOf" and all(set(sub) == {"required"} for sub in schema["oneOf"]):
+        keys = [key for sub in schema["oneOf"] for key in sub["required"]]
+        given = [k for k in keys if isinstance(error.instance, dict) and k in error.instance]
+        return f"config key '{key}': give exactly one of {keys} (given: {given or 'none'})"
+    if validator in ("oneOf", "anyOf") and error.context:
+        # The alternative of the right type says what is wrong (an object entry with an unknown
+        # key), not the others ("expected string").
+        near = [e for e in error.context if e.validator != "type"] or list(error.context)
+        return _describe(max(near, key=lambda e: len(e.absolute_path)))
     if validator == "required":
         return f"config key '{key}': {error.message}"
     if validator == "enum":

@@ -4,8 +4,10 @@
   embedded default runs with no network. A seeded split holds ``heldout`` images out of training.
 * ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``: torchvision's loaders, downloaded into
   ``root`` where there is network, otherwise read from files already there.
-* ``imagefolder``: ImageNet-style ``root/train/<class>/*`` and ``root/val/<class>/*`` through
-  ``torchvision.datasets.ImageFolder``.
+* ``imagefolder``: ImageNet-style ``root/train/<class>/*`` and ``root/val/<class>/*`` (any image
+  format PIL reads: JPEG, PNG, ...) through ``torchvision.datasets.ImageFolder``; images are
+  resized and centre-cropped to ``image_size``. ``train/`` may be absent when every network
+  comes from ``checkpoints:`` (nothing is trained); the classes are then ``val/``'s.
 
 Datasets yield normalised float tensors; :func:`load_probe_images` returns the same probe images
 un-normalised, as uint8, for patch figures.
@@ -21,6 +23,8 @@ import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 from torchvision import datasets, transforms
 
+from convergent.architectures import DATASET_GEOMETRY
+
 # Per-channel statistics of each training set (the usual published values).
 _NORMALISATION = {
     "mnist5k": ((0.1307,), (0.3081,)),
@@ -31,11 +35,10 @@ _NORMALISATION = {
     "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 
-_TORCHVISION = {
-    "mnist": (datasets.MNIST, 10, 28, 1),
-    "fashion_mnist": (datasets.FashionMNIST, 10, 28, 1),
-    "cifar10": (datasets.CIFAR10, 10, 32, 3),
-    "cifar100": (datasets.CIFAR100, 100, 32, 3),
+_TORCHVISION = {  # class, and (channels, classes, side) as the workflow plans with them
+    name: (cls, DATASET_GEOMETRY[name][1], DATASET_GEOMETRY[name][2], DATASET_GEOMETRY[name][0])
+    for name, cls in (("mnist", datasets.MNIST), ("fashion_mnist", datasets.FashionMNIST),
+                      ("cifar10", datasets.CIFAR10), ("cifar100", datasets.CIFAR100))
 }
 
 # Where torchvision looks for each set's files under `root`, for the error a user sees offline.
@@ -60,11 +63,16 @@ class ImageSplits:
     """A dataset split for training and probing."""
 
     name: str
-    train: Dataset
+    train: Dataset | None  # None: an image folder without train/ (networks from checkpoints only)
     heldout: Dataset
     num_classes: int
     in_channels: int
     image_size: int
+
+    @property
+    def geometry(self) -> tuple[int, int, int]:
+        """(channels, classes, side): what a model is built for (see :func:`convergent.models.load_model`)."""
+        return self.in_channels, self.num_classes, self.image_size
 
     @property
     def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -119,11 +127,18 @@ def _imagefolder_transforms(size: int, augment: bool):
     return transforms.Compose([*head, transforms.ToTensor(), transforms.Normalize(mean, std)])
 
 
+def _image_folder(folder: Path, transform) -> datasets.ImageFolder:
+    try:
+        return datasets.ImageFolder(folder, transform)
+    except (FileNotFoundError, RuntimeError) as error:  # no class folders, or no images in them
+        raise DatasetUnavailable(f"dataset 'imagefolder': {folder}: {error}") from error
+
+
 def load_dataset(cfg: dict, augment_imagefolder: bool = False) -> ImageSplits:
     """Load the dataset named by the ``dataset`` config section."""
     splits = _load_full(cfg, augment_imagefolder)
     limit = cfg.get("train_images")
-    if limit is not None and limit < len(splits.train):
+    if limit is not None and splits.train is not None and limit < len(splits.train):
         splits.train = Subset(splits.train, range(int(limit)))
     return splits
 
@@ -155,15 +170,20 @@ def _load_full(cfg: dict, augment_imagefolder: bool) -> ImageSplits:
     if name == "imagefolder":
         size = int(cfg.get("image_size", 224))
         folders = {split: Path(root) / split for split in ("train", "val")}
-        missing = [str(p) for p in folders.values() if not p.is_dir()]
-        if missing:
+        if not folders["val"].is_dir():
             raise DatasetUnavailable(
-                f"dataset 'imagefolder' needs ImageNet-style folders {root}/train/<class>/*.JPEG and "
-                f"{root}/val/<class>/*.JPEG; missing: {missing}. Set config key 'dataset.root'."
+                f"dataset 'imagefolder' needs ImageNet-style folders {root}/val/<class>/*.JPEG (probing, "
+                f"accuracy) and, to train, {root}/train/<class>/*.JPEG; missing: {folders['val']}. "
+                "Set config key 'dataset.root'."
             )
-        train = datasets.ImageFolder(folders["train"], _imagefolder_transforms(size, augment_imagefolder))
-        heldout = datasets.ImageFolder(folders["val"], _imagefolder_transforms(size, False))
-        return ImageSplits(name, train, heldout, len(train.classes), 3, size)
+        heldout = _image_folder(folders["val"], _imagefolder_transforms(size, False))
+        train = None
+        if folders["train"].is_dir():
+            train = _image_folder(folders["train"], _imagefolder_transforms(size, augment_imagefolder))
+            if train.classes != heldout.classes:
+                raise DatasetUnavailable(f"dataset 'imagefolder': {folders['train']} and {folders['val']} have "
+                                         "different class folders; labels would not agree")
+        return ImageSplits(name, train, heldout, len(heldout.classes), 3, size)
     raise ValueError(f"config key 'dataset.name': unknown dataset {name!r}")
 
 

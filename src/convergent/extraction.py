@@ -1,6 +1,8 @@
 """Running the probe set through a network and writing the activation HDF5 file.
 
-The file contract is documented in :mod:`convergent.activations`.
+Any network and any of its layers: the layers are read through :mod:`convergent.probing` (FX graph
+nodes or forward hooks), brought into their canonical kind (spatial map, token sequence, vector),
+and written as paired rows. The file contract is documented in :mod:`convergent.activations`.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from convergent import __version__
-from convergent.activations import TOP_DTYPE, sample_positions
-from convergent.models import receptive_field
+from convergent.activations import INPUT_MEAN, TOP_DTYPE, sample_positions
+from convergent.architectures import LayerSpec
 from convergent.outputs import atomic_output
+from convergent.probing import Probe, ProbeRunner, probe_batch, resolve_probes
+from convergent.receptive_fields import receptive_fields
 
 
 class _TopK:
@@ -53,11 +57,22 @@ class _TopK:
         return out
 
 
+def token_grid(tokens: int, image_size: int, max_prefix: int = 8) -> tuple[int, int, int] | None:
+    """``(prefix, rows, cols)`` when ``tokens`` are ``prefix`` leading tokens (class, distillation,
+    registers) and then a square grid of patches tiling the image (ViT: 17 tokens on 32 px = 1 + 4x4);
+    None when no such reading exists."""
+    for prefix in range(0, min(max_prefix, tokens - 1) + 1):
+        side = int(round((tokens - prefix) ** 0.5))
+        if side >= 2 and side * side == tokens - prefix and image_size % side == 0:
+            return prefix, side, side
+    return None
+
+
 def extract_activations(
     model: nn.Module,
     probe: Dataset,
     image_index: np.ndarray,
-    layers: list[str],
+    layers: list[str] | dict[str, Probe],
     out_path: str | os.PathLike,
     cfg: dict,
     root_attrs: dict,
@@ -65,74 +80,82 @@ def extract_activations(
     image_size: int,
     device: torch.device,
     progress: bool = True,
+    prepare=None,
 ) -> None:
-    """Run the probe set through ``model`` and write the activation file (atomically)."""
-    model = model.to(device).eval()
-    modules = dict(model.named_modules())
-    captured: dict[str, torch.Tensor] = {}
-    handles = [
-        modules[model.probe_points[layer]].register_forward_hook(
-            lambda _m, _i, out, layer=layer: captured.__setitem__(layer, out.detach()))
-        for layer in layers
-    ]
+    """Run the probe set through ``model`` and write the activation file (atomically).
+
+    ``layers``: resolved probes (``LoadedModel.probes``), or layer names, resolved here against the
+    model (the zoo's probe points, or module / FX node names). ``prepare`` adapts a batch to the
+    model (``LoadedModel.prepare``).
+    """
+    model = model.cpu().eval()
+    if isinstance(layers, dict):
+        probes = dict(layers)
+    else:
+        probes = resolve_probes(model, [LayerSpec(n, n) for n in layers], probe_batch(in_channels, image_size), prepare)
+    fields = receptive_fields(model, probes, in_channels, image_size, prepare)
+    model = model.to(device)
     out_path = Path(out_path)
     dtype = np.dtype(cfg["dtype"])
     n_images = len(probe)
     loader = DataLoader(probe, batch_size=cfg["batch_size"])
-    try:
-        with atomic_output(out_path) as tmp, h5py.File(tmp, "w") as h5, torch.no_grad():
-            h5.attrs.update({**root_attrs, "layers": list(layers), "convergent_version": __version__})
-            h5.create_dataset("probe/image_index", data=np.asarray(image_index, dtype=np.int64))
-            state: dict[str, dict] = {}
-            for batch_no, (x, _y) in enumerate(tqdm(loader, desc=f"extract {out_path.stem}", unit="batch",
-                                                   disable=not progress, file=sys.stderr)):
-                model(x.to(device))
-                first = batch_no * cfg["batch_size"]
-                for layer in layers:
-                    act = captured[layer]
-                    if act.ndim == 4 and act.shape[2:] == (1, 1):
-                        act = act.flatten(1)  # global pooling: one value per image, like fc
-                    if layer not in state:
-                        state[layer] = _open_layer(h5, layer, act, n_images, cfg, dtype, model,
-                                                   in_channels, image_size)
-                    st = state[layer]
-                    st["top"].update(act, first)
-                    if st["kind"] == "conv":
-                        lo, hi = np.searchsorted(st["positions"][:, 0], [first, first + len(x)])
-                        pos = torch.as_tensor(st["positions"][lo:hi], device=act.device)
-                        rows = act[pos[:, 0] - first, :, pos[:, 1], pos[:, 2]]
-                        st["samples"][lo:hi] = rows.float().cpu().numpy().astype(dtype)
-                        st["image_mean"][first:first + len(x)] = act.float().mean(dim=(2, 3)).cpu().numpy()
-                    else:
-                        st["samples"][first:first + len(x)] = act.float().cpu().numpy().astype(dtype)
-            for layer, st in state.items():
-                h, w = st["hw"]
-                h5[f"layers/{layer}"].create_dataset("top_activations", data=st["top"].records(h, w))
-    finally:
-        for handle in handles:
-            handle.remove()
+    with atomic_output(out_path) as tmp, h5py.File(tmp, "w") as h5, torch.no_grad(), \
+            ProbeRunner(model, probes, prepare) as runner:
+        h5.attrs.update({**root_attrs, "layers": list(probes), "convergent_version": __version__})
+        h5.create_dataset("probe/image_index", data=np.asarray(image_index, dtype=np.int64))
+        state: dict[str, dict] = {}
+        for batch_no, (x, _y) in enumerate(tqdm(loader, desc=f"extract {out_path.stem}", unit="batch",
+                                               disable=not progress, file=sys.stderr)):
+            captured = runner(x.to(device))
+            first = batch_no * cfg["batch_size"]
+            for layer, probe_ in probes.items():
+                act = captured[layer]
+                if layer not in state:
+                    state[layer] = _open_layer(h5, layer, probe_, act, n_images, cfg, dtype, fields[layer],
+                                               image_size)
+                st = state[layer]
+                st["top"].update(act, first)
+                st["min"] = min(st["min"], float(act.min()))
+                if act.ndim == 4:
+                    lo, hi = np.searchsorted(st["positions"][:, 0], [first, first + len(x)])
+                    pos = torch.as_tensor(st["positions"][lo:hi], device=act.device)
+                    rows = act[pos[:, 0] - first, :, pos[:, 1], pos[:, 2]]
+                    st["samples"][lo:hi] = rows.float().cpu().numpy().astype(dtype)
+                    st["input_mean"][first:first + len(x)] = act.float().mean(dim=(2, 3)).cpu().numpy()
+                else:
+                    st["samples"][first:first + len(x)] = act.float().cpu().numpy().astype(dtype)
+        for layer, st in state.items():
+            h, w = st["hw"]
+            group = h5[f"layers/{layer}"]
+            group.create_dataset("top_activations", data=st["top"].records(h, w))
+            group.attrs["signed"] = bool(st["min"] < 0)
 
 
-def _open_layer(h5, layer, act, n_images, cfg, dtype, model, in_channels, image_size) -> dict:
+def _open_layer(h5, layer, probe: Probe, act, n_images, cfg, dtype, field, image_size) -> dict:
     group = h5.create_group(f"layers/{layer}")
     units = act.shape[1]
-    kind = "conv" if act.ndim == 4 else "fc"
-    height, width = (act.shape[2], act.shape[3]) if kind == "conv" else (1, 1)
-    positions = None
-    if kind == "conv":
+    mapped = act.ndim == 4  # spatial maps and token sequences ([N, C, T, 1]) have positions
+    height, width = (act.shape[2], act.shape[3]) if mapped else (1, 1)
+    positions = input_mean = None
+    if mapped:
         positions = sample_positions(layer, n_images, height, width, cfg["positions_per_image"],
                                      cfg["position_seed"])
         group.create_dataset("positions", data=positions)
-        # The whole map's mean per image: one row per image, comparable across layers of
+        # The whole map's mean per input: one row per input, comparable across layers of
         # different spatial size (cross-layer similarity), which sampled positions cannot give.
-        image_mean = group.create_dataset("image_mean", shape=(n_images, units), dtype=np.float32)
-    n_rows = len(positions) if kind == "conv" else n_images
+        input_mean = group.create_dataset(INPUT_MEAN, shape=(n_images, units), dtype=np.float32)
+    n_rows = len(positions) if mapped else n_images
     chunk_rows = max(1, min(n_rows, (1 << 20) // (units * dtype.itemsize)))
     samples = group.create_dataset("samples", shape=(n_rows, units), dtype=dtype,
                                    chunks=(chunk_rows, units), compression="lzf")
+    kind = probe.kind if mapped else "vector"
     group.attrs["kind"] = kind
     group.attrs["shape"] = (units, height, width)
-    group.attrs["receptive_field"] = receptive_field(model, layer, in_channels,
-                                                     image_size) if kind == "conv" else (image_size, 0, 0)
-    return {"kind": kind, "samples": samples, "positions": positions, "hw": (height, width),
-            "top": _TopK(cfg["top_k"]), "image_mean": image_mean if kind == "conv" else None}
+    group.attrs["layout"] = probe.layout
+    group.attrs["receptive_field"] = field
+    if kind == "tokens":
+        grid = token_grid(height, image_size)
+        if grid is not None:
+            group.attrs["token_grid"] = grid
+    return {"samples": samples, "positions": positions, "hw": (height, width), "top": _TopK(cfg["top_k"]),
+            "input_mean": input_mean, "min": float("inf")}

@@ -1,8 +1,14 @@
-"""The model zoo, and the layers of each model that can be probed.
+"""Every network the pipeline looks at comes from here: one entry point, :func:`load_model`.
 
-Every model is a plain ``torch.nn.Module`` with an attribute ``probe_points``: an ordered map from
-a layer's name (as used in file paths and figures: ``conv1``, ``layer2.1``, ``fc6``) to the
-module whose output is that layer's post-ReLU activation.
+Sources (the ``model`` config section names one): the built-in zoo (``architecture``), any
+``torchvision`` builder, any ``timm`` model, or a user ``factory`` (see :mod:`convergent.sources`).
+:func:`load_model` builds the network (seeded), gives it a checkpoint's weights if asked, makes
+grey images acceptable to a model whose first layer expects more channels, and resolves the
+configured layers into probes (:mod:`convergent.probing`). Training, extraction, the functional
+stages and ``convergent layers`` all go through it.
+
+The zoo: every zoo model carries ``probe_points``, an ordered map from a layer's name (``conv1``,
+``layer2.1``, ``fc6``) to the module whose output is that layer's post-ReLU activation.
 
 * ``small_cnn``: 4 conv + 2 fc layers with ReLU, for the embedded default (28x28 digits).
 * ``resnet18`` / ``resnet34``: torchvision's ResNets with the CIFAR stem (3x3 conv, stride 1, no
@@ -15,15 +21,19 @@ module whose output is that layer's post-ReLU activation.
 
 from __future__ import annotations
 
-import copy
+import os
 from collections import OrderedDict
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torchvision import models as tv_models
 
 from convergent.architectures import (  # noqa: F401 (re-exported)
-    _RESNET_BLOCKS, ARCHITECTURES, probe_layer_names, select_layers)
+    _RESNET_BLOCKS, ARCHITECTURES, LayerSpec, describe_source, layer_specs, model_source, probe_layer_names,
+    select_layers, source_config)
+from convergent.checkpoints import CHECKPOINT_FORMAT, CheckpointError, fit_state_dict, load_payload, read_state_dict
+from convergent.probing import Probe, probe_batch, resolve_probes
 
 class SmallCNN(nn.Module):
     """4 conv + 2 fc layers with ReLU; small enough to train in a minute on a laptop CPU."""
@@ -163,75 +173,147 @@ def build_model(architecture: str, in_channels: int, num_classes: int, image_siz
     return net
 
 
-class _StopForward(Exception):
-    pass
+def expected_channels(module: nn.Module) -> int | None:
+    """Input channels of the model's first convolution (None for a model without one)."""
+    first = next((m for m in module.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    return None if first is None else int(first.in_channels)
 
 
-@torch.enable_grad()  # callers may be inside torch.no_grad()
-def receptive_field(model: nn.Module, layer: str, in_channels: int, image_size: int) -> tuple[int, int, int]:
-    """``(size, stride, offset)`` of a conv layer's units: position (y, x) of the layer sees input
-    rows ``y*stride + offset ... + size - 1`` (same for columns; may extend past the image).
+def channel_adapter(data_channels: int, model_channels: int | None):
+    """``x -> x`` with grey images repeated to the channels the model expects (None: no change)."""
+    if model_channels is None or model_channels == data_channels:
+        return None
+    if data_channels != 1:
+        raise ValueError(f"the model's first layer expects {model_channels} input channels and the dataset gives "
+                         f"{data_channels}; only grey (1-channel) images are adapted (repeated)")
 
-    Computed, for any architecture, from the support of the gradient of one output position
-    with respect to the input, on a copy of the model made all-positive (so nothing cancels) and
-    on an input canvas large enough that the field is not clipped by the border. Branching
-    architectures (ResNets) make composing kernel sizes by hand error-prone; the gradient is exact.
+    def adapt(x: torch.Tensor) -> torch.Tensor:
+        return x.expand(-1, model_channels, -1, -1) if x.ndim == 4 and x.shape[1] == 1 else x
+
+    return adapt
+
+
+@dataclass
+class LoadedModel:
+    """A network and how to read its layers: ``module``, ``probes`` (layer name -> :class:`Probe`,
+    when asked for), ``prepare`` (adapts a batch to the model) and where it came from."""
+
+    module: nn.Module
+    model_cfg: dict
+    geometry: tuple[int, int, int]
+    prepare: object = None
+    probes: dict[str, Probe] | None = None
+    record: dict = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return describe_source(self.model_cfg)
+
+
+def build_network(model_cfg: dict, geometry: tuple[int, int | None, int], pretrained: bool = True,
+                  workdir: str | os.PathLike = ".") -> nn.Module:
+    """The network a ``model`` section names, freshly built (seed the RNG first)."""
+    from convergent import sources
+
+    channels, classes, size = geometry
+    source, name = model_source(model_cfg)
+    kwargs = model_cfg.get("kwargs") or {}
+    weights = model_cfg.get("weights") if pretrained else None
+    if source == "architecture":
+        if kwargs or model_cfg.get("weights") is not None:
+            raise ValueError("config keys 'model.kwargs' and 'model.weights' are for torchvision, timm and factory "
+                             "models; the zoo's architectures take neither")
+        return build_model(name, channels, classes if classes is not None else 1000, size)
+    if source == "torchvision":
+        return sources.build_torchvision(name, kwargs, classes, weights)
+    if source == "timm":
+        return sources.build_timm(name, kwargs, classes, weights)
+    if weights is not None:
+        raise ValueError("config key 'model.weights': a factory loads its own weights (or give `checkpoints:`)")
+    return sources.build_factory(name, kwargs, classes, workdir)
+
+
+def load_model(model_cfg: dict, geometry: tuple[int, int | None, int], *, seed: int | None = None,
+               pretrained: bool = True, checkpoint: str | os.PathLike | None = None, probes: bool = False,
+               probe_inputs: torch.Tensor | None = None, workdir: str | os.PathLike = ".",
+               checkpoint_key: str | None = None) -> LoadedModel:
+    """The one way every stage gets a network.
+
+    ``geometry`` is the dataset's (channels, classes, side). ``seed`` seeds the initial weights;
+    ``pretrained=False`` skips configured pretrained weights (untrained baselines, rebuilding a
+    checkpoint); ``checkpoint`` loads weights from a convergent checkpoint or any state_dict file
+    (strictly, mismatches named; ``checkpoint_key`` names its config key in messages); ``probes``
+    resolves ``model_cfg["layers"]`` (None: the default layers) on ``probe_inputs`` (default: a
+    small random batch).
     """
-    probe = copy.deepcopy(model).double().eval()
-    for parent in list(probe.modules()):
-        for name, child in parent.named_children():
-            if isinstance(child, nn.MaxPool2d):  # max routes the gradient to one input only
-                setattr(parent, name, nn.AvgPool2d(child.kernel_size, child.stride, child.padding,
-                                                   child.ceil_mode))
-            elif isinstance(child, nn.LocalResponseNorm):
-                setattr(parent, name, nn.Identity())
-    with torch.no_grad():
-        for module in probe.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                module.weight.fill_(1.0 / module.weight[0].numel())
-                if module.bias is not None:
-                    module.bias.zero_()
-            elif isinstance(module, nn.BatchNorm2d):
-                module.weight.fill_(1.0), module.bias.zero_()
-                module.running_mean.zero_(), module.running_var.fill_(1.0)
-    target = dict(probe.named_modules())[probe.probe_points[layer]]
-    captured = {}
+    if seed is not None:
+        torch.manual_seed(seed)
+    module = build_network(model_cfg, geometry, pretrained=pretrained and checkpoint is None, workdir=workdir)
+    adapt = channel_adapter(geometry[0], expected_channels(module))
+    if adapt is not None:
+        module.register_forward_pre_hook(lambda _m, args: (adapt(args[0]), *args[1:]))
+    record = {}
+    if checkpoint is not None:
+        payload = load_payload(checkpoint)
+        state = payload["state_dict"] if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT \
+            else read_state_dict(checkpoint)
+        record = payload if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT else {}
+        where = f"{checkpoint}" + (f" (config key '{checkpoint_key}')" if checkpoint_key else "")
+        what = (f"architecture '{model_source(model_cfg)[1]}'" if model_source(model_cfg)[0] == "architecture"
+                else f"model '{describe_source(model_cfg)}'")
+        fit_state_dict(module, state, where, what)
+    module.eval()
+    loaded = LoadedModel(module, source_config(model_cfg), tuple(geometry), adapt, record=record)
+    if probes:
+        batch = probe_inputs if probe_inputs is not None else probe_batch(geometry[0], geometry[2])
+        loaded.probes = resolve_probes(module, layer_specs(model_cfg), batch, adapt)
+    return loaded
 
-    def hook(_module, _inputs, output):
-        captured["out"] = output
-        raise _StopForward
 
-    handle = target.register_forward_hook(hook)
+def plan_probes(model_cfg: dict, geometry: tuple[int, int | None, int],
+                workdir: str | os.PathLike = ".") -> dict[str, Probe]:
+    """The configured layers of a model, resolved without its weights (see :mod:`convergent.layer_plan`).
+
+    Built on the ``meta`` device (shapes without memory) where the model allows, else on the CPU.
+    """
+    from convergent import sources
+    from convergent.probing import ProbeError
+
+    channels, classes, size = geometry
+    geometry = (channels, classes if classes is not None else 1000, size)
+    source, name = model_source(model_cfg)
+    if source == "torchvision" and model_cfg.get("weights") is not None:
+        sources.torchvision_weights(name, model_cfg["weights"])  # a wrong weights name fails here, not in a job
+    if source == "timm" and model_cfg.get("weights") not in (None, "DEFAULT"):
+        raise sources.ModelSourceError(f"config key 'model.weights': timm models take weights: DEFAULT, "
+                                       f"got {model_cfg['weights']!r}")
     try:
-        try:
-            probe(torch.ones(1, in_channels, image_size, image_size, dtype=torch.float64))
-        except _StopForward:
-            pass
-        if captured["out"].ndim != 4 or captured["out"].shape[2:] == (1, 1):  # fc or global pool
-            return image_size, 0, 0
-        canvas = 2 * image_size + 64
-        for _ in range(5):
-            x = torch.ones(1, in_channels, canvas, canvas, dtype=torch.float64, requires_grad=True)
-            try:
-                probe(x)
-            except _StopForward:
-                pass
-            out = captured["out"]
-            h = out.shape[2]
-            centre = h // 2
-            boxes = []
-            for y in (centre, centre + 1):
-                grad, = torch.autograd.grad(out[0, :, y, centre].sum(), x, retain_graph=True)
-                rows = torch.nonzero(grad[0].abs().sum(0).sum(1)).flatten()
-                boxes.append((int(rows.min()), int(rows.max())))
-            touches = boxes[0][0] == 0 or boxes[1][1] == canvas - 1
-            if not touches:
-                break
-            canvas *= 2
-        else:
-            raise RuntimeError(f"receptive field of {layer} does not fit in a {canvas}px canvas")
-    finally:
-        handle.remove()
-    size = boxes[0][1] - boxes[0][0] + 1
-    stride = boxes[1][0] - boxes[0][0]
-    return size, stride, boxes[0][0] - centre * stride
+        with torch.device("meta"):
+            loaded = load_model(model_cfg, geometry, pretrained=False, workdir=workdir)
+            batch = torch.zeros(3, channels, size, size)
+            return resolve_probes(loaded.module, layer_specs(model_cfg), batch, loaded.prepare)
+    except (ProbeError, sources.ModelSourceError):
+        raise
+    except Exception:  # noqa: BLE001 (an op without a meta kernel: do it for real)
+        loaded = load_model(model_cfg, geometry, pretrained=False, probes=True, workdir=workdir)
+        return loaded.probes
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict]:
+    """A model and its checkpoint record (architecture, seed, metrics) from a convergent checkpoint."""
+    payload = load_payload(path)
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a convergent checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")
+    model_cfg = payload.get("model") or {"architecture": payload["architecture"]}
+    geometry = (payload["in_channels"], payload["num_classes"], payload["image_size"])
+    loaded = load_model(model_cfg, geometry, pretrained=False)
+    loaded.module.load_state_dict(payload["state_dict"])
+    return loaded.module.eval(), payload
+
+
+def receptive_field(model: nn.Module, layer: str, in_channels: int, image_size: int) -> tuple[int, int, int]:
+    """``(size, stride, offset)`` of one layer's units (see :mod:`convergent.receptive_fields`)."""
+    from convergent.receptive_fields import receptive_fields
+
+    probes = resolve_probes(model, [LayerSpec(layer, layer)], probe_batch(in_channels, image_size))
+    return receptive_fields(model, probes, in_channels, image_size)[layer]

@@ -2,7 +2,9 @@
 
 Each unit's activations are discretised into a special bin ``(-inf, 1e-6]`` that holds the ReLU
 zeros, plus ``n_bins`` percentile bins that each hold an equal share (5 % for 20 bins) of the
-unit's remaining values. The plug-in estimate (in nats) of every pair's mutual information needs
+unit's remaining values. Layers whose values can be negative (``signed``: no ReLU floor, e.g.
+pre-activation maps, residual streams, GELU outputs) get no special bin: ``zero_threshold=None``
+makes the ``n_bins`` percentile bins cover all values (code 0 stays empty). The plug-in estimate (in nats) of every pair's mutual information needs
 its joint histogram; for all pairs at once the joint histograms are the blocks of one matrix
 product of one-hot bin codes, ``onehot(A).T @ onehot(B)``, computed exactly:
 
@@ -46,12 +48,19 @@ TORCH_CPU_WORK = 1e11
 FLOAT32_EXACT_ROWS = 2**24 - 1
 
 
-def percentile_edges(x: np.ndarray, n_bins: int = 20, zero_threshold: float = ZERO_THRESHOLD) -> np.ndarray:
-    """Inner edges of the ``n_bins`` percentile bins of the values of ``x`` above ``zero_threshold``.
+def _threshold(zero_threshold: float | None) -> float:
+    """None (signed layers: no zero bin) is a threshold no value is at or below."""
+    return -np.inf if zero_threshold is None else float(zero_threshold)
+
+
+def percentile_edges(x: np.ndarray, n_bins: int = 20, zero_threshold: float | None = ZERO_THRESHOLD) -> np.ndarray:
+    """Inner edges of the ``n_bins`` percentile bins of the values of ``x`` above ``zero_threshold``
+    (None: of all values).
 
     Returns ``n_bins - 1`` non-decreasing edges (``np.quantile``, linear interpolation); empty if
     no value exceeds the threshold. Ties can make edges coincide, leaving some bins empty.
     """
+    zero_threshold = _threshold(zero_threshold)
     x = np.asarray(x, dtype=np.float64).ravel()
     above = x[x > zero_threshold]
     if above.size == 0:
@@ -111,7 +120,7 @@ def _bin_block_torch(block: np.ndarray, n_bins: int, zero_threshold: float, devi
 def bin_codes(
     x: np.ndarray,
     n_bins: int = 20,
-    zero_threshold: float = ZERO_THRESHOLD,
+    zero_threshold: float | None = ZERO_THRESHOLD,
     block_units: int = 128,
     device: str = "auto",
 ) -> np.ndarray:
@@ -120,8 +129,10 @@ def bin_codes(
     Code 0 is the special bin ``(-inf, zero_threshold]``; codes ``1..n_bins`` are the percentile
     bins ``(zero_threshold, e_1], (e_1, e_2], ..., (e_{n_bins-1}, inf)`` with the edges of
     :func:`percentile_edges`, so each holds ``1/n_bins`` of the unit's non-zero mass (up to ties).
+    ``zero_threshold=None`` (signed layers): no special bin, codes ``1..n_bins`` split all values.
     ``block_units`` units are sorted at once, on the GPU when ``device`` resolves to CUDA.
     """
+    zero_threshold = _threshold(zero_threshold)
     x = np.asarray(x)
     if x.ndim != 2:
         raise ValueError(f"expected [n_samples, n_units], got shape {x.shape}")
@@ -303,7 +314,7 @@ def mutual_information(
     n_samples: int | None = 60_000,
     seed: int = 0,
     n_bins: int = 20,
-    zero_threshold: float = ZERO_THRESHOLD,
+    zero_threshold: float | None = ZERO_THRESHOLD,
     block_units: int = 128,
     device: str = "auto",
     threads: int | None = None,
@@ -313,7 +324,8 @@ def mutual_information(
     ``x`` ``[n, n_a]`` and ``y`` ``[n, n_b]`` are paired activations (row r of both comes from the
     same image and position). ``n_samples`` random rows (the same for both, drawn with ``seed``;
     None: all rows) are binned per unit by :func:`bin_codes` (footnote 6: 5 % percentile bins plus
-    the special bin ``(-inf, 1e-6]``). Units that are constant over those rows (dead units) get NaN
+    the special bin ``(-inf, 1e-6]``; ``zero_threshold=None`` for signed layers: percentile bins
+    only). Units that are constant over those rows (dead units) get NaN
     rows/columns, so that :mod:`convergent.matching` lists them instead of matching them.
     ``device``: ``auto`` (CUDA when present), ``cpu`` or ``cuda``; ``threads``: torch's CPU threads.
     """

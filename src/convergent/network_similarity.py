@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from convergent import similarity as sim
-from convergent.activations import layer_attrs, read_image_means, read_samples
+from convergent.activations import layer_attrs, read_input_means, read_samples
 from convergent.correlation import LayerStats
 from convergent.sampling import sample_rows, seeded_rng
 
@@ -109,8 +109,8 @@ def compare_pair(act_a, act_b, layers: list[str], cfg: dict, kind: str, net_a: s
         rows.append((kind, net_a, net_b, scope, la, lb, name, null, permutation, n_rows, float(value)))
 
     # One row per probe image, the same images in both nets: paired however a layer is pooled.
-    pooled_a = [read_image_means(act_a, layer) for layer in layers]
-    pooled_b = [read_image_means(act_b, layer) for layer in layers]
+    pooled_a = [read_input_means(act_a, layer) for layer in layers]
+    pooled_b = [read_input_means(act_b, layer) for layer in layers]
     n_images = pooled_a[0].shape[0]
     kernel_images = sample_rows(n_images, cfg["kernel_rows"], seeded_rng(cfg["seed"], "images"))
     n_pooled = n_images if kernel_images is None else len(kernel_images)

@@ -6,6 +6,13 @@ A unit of a conv layer at spatial position ``(y, x)`` sees the input rows
 attribute of the activations HDF5; ``offset`` is negative where the network pads its input).
 Patches are cut from the probe images on that window; the part outside the image is filled.
 
+A unit that sees the whole input (stride 0: attention layers, token sequences, vectors, maps
+after global context) has no window to cut: :func:`unit_patches` then shows the whole image with
+the unit's position marked by a red frame (a map position's share of the image, or the image patch
+a token stands for when the tokens lie on a grid, the ``token_grid`` attribute); a class token or
+a vector marks nothing. Patch figures call :func:`unit_patches` with the layer's attributes, so
+they work for any layer of any network.
+
 Everything here is a pure function on arrays, apart from :func:`draw_patch_grid`, which draws on
 a matplotlib axis that the caller owns.
 
@@ -19,7 +26,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["records_array", "cut_patch", "cut_patches", "tile", "filter_images", "draw_patch_grid"]
+__all__ = ["records_array", "cut_patch", "cut_patches", "position_box", "unit_patches", "tile", "filter_images",
+           "draw_patch_grid"]
+
+MARK = (255, 0, 0)
 
 RECORD_FIELDS = ("image", "y", "x", "value")
 
@@ -99,6 +109,57 @@ def cut_patches(
         if image >= 0:
             out[i] = cut_patch(images, int(image), int(y), int(x), size, stride, offset, fill)
     return out.reshape(*recs.shape[:-1], size, size, images.shape[-1])
+
+
+def position_box(y: int, x: int, attrs: dict, height: int, width: int) -> tuple[int, int, int, int] | None:
+    """``(top, left, bottom, right)`` (exclusive) of the image region a map position or token
+    stands for, from the layer's attributes; None where it stands for no region (a class token,
+    tokens off any grid, vectors)."""
+    units, rows, cols = (int(v) for v in attrs.get("shape", (0, 1, 1)))
+    kind = str(attrs.get("kind", "spatial"))
+    if kind == "tokens":
+        grid = attrs.get("token_grid")
+        if grid is None or int(y) < int(grid[0]):
+            return None
+        prefix, rows, cols = (int(v) for v in grid)
+        y, x = divmod(int(y) - prefix, cols)
+    elif rows * cols <= 1:
+        return None
+    return (int(y) * height // rows, int(x) * width // cols, (int(y) + 1) * height // rows, (int(x) + 1) * width // cols)
+
+
+def _mark(image: np.ndarray, box) -> np.ndarray:
+    """``image`` as RGB with a 1-pixel frame around ``box``."""
+    out = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image.copy()
+    if box is not None:
+        top, left, bottom, right = box
+        colour = np.asarray(MARK, dtype=out.dtype)
+        out[top, left:right] = out[bottom - 1, left:right] = colour
+        out[top:bottom, left] = out[top:bottom, right - 1] = colour
+    return out
+
+
+def unit_patches(images: np.ndarray, records, attrs: dict, fill: int = 0) -> np.ndarray:
+    """Patches of records ``[..., 4]`` for a layer with attributes ``attrs`` (``receptive_field``,
+    ``shape``, ``kind``, ``token_grid``): its receptive-field windows where the field is local, else
+    whole images (RGB) with each record's position framed (see the module docstring)."""
+    size, stride, offset = (int(v) for v in attrs["receptive_field"])
+    if stride > 0:
+        return cut_patches(images, records, size, stride, offset, fill)
+    images = _as_nhwc(images)
+    recs = records_array(records)
+    flat = recs.reshape(-1, 4)
+    _, height, width, channels = images.shape
+    # RGB whenever the layer has positions to mark, so all its units' patches share one format
+    marked = str(attrs.get("kind")) == "tokens" and attrs.get("token_grid") is not None or (
+        str(attrs.get("kind")) != "tokens" and np.prod([int(v) for v in attrs.get("shape", (0, 1, 1))][1:]) > 1)
+    channels = 3 if marked else channels
+    out = np.full((len(flat), height, width, channels), fill, dtype=images.dtype)
+    for i, (image, y, x, _value) in enumerate(flat):
+        if image >= 0:
+            out[i] = _mark(images[int(image)], position_box(int(y), int(x), attrs, height, width)) if marked \
+                else images[int(image)]
+    return out.reshape(*recs.shape[:-1], height, width, channels)
 
 
 def tile(patches: np.ndarray, gap: int = 1, fill: int = 255) -> np.ndarray:

@@ -363,7 +363,7 @@ def rsa(x: np.ndarray, y: np.ndarray) -> float:
     """RSA (Kriegeskorte et al. 2008): Spearman ρ between correlation-distance RDMs of the rows.
 
     Rows must be stimuli (one per image: a conv layer's spatial means,
-    :func:`convergent.activations.read_image_means`); ``O(n²)``.
+    :func:`convergent.activations.read_input_means`); ``O(n²)``.
     """
     x, y = _paired(x, y)
     return rsa_rdm(rdm(x), rdm(y))

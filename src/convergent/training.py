@@ -19,11 +19,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from convergent.architectures import describe_source
+from convergent.checkpoints import CHECKPOINT_FORMAT, read_state_dict
 from convergent.data import ImageSplits
-from convergent.models import build_model
+from convergent.models import load_checkpoint, load_model  # noqa: F401 (load_checkpoint re-exported)
 from convergent.outputs import atomic_output
 
-CHECKPOINT_FORMAT = "convergent-checkpoint-v1"
+read_foreign_state_dict = read_state_dict  # the name earlier versions had
 
 
 def select_device(preference: str = "auto") -> torch.device:
@@ -67,16 +69,42 @@ def augment_batch(x: torch.Tensor, mode: str) -> torch.Tensor:
     return out
 
 
+def logits_of(output) -> torch.Tensor:
+    """The class scores in a model's output: the tensor itself, ``.logits`` (ModelOutput), the
+    first element of a tuple (Inception's aux outputs) or the ``logits``/first entry of a dict."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if hasattr(output, "logits"):
+        return output.logits
+    if isinstance(output, dict):
+        return output["logits"] if "logits" in output else next(iter(output.values()))
+    if isinstance(output, (tuple, list)):
+        return logits_of(output[0])
+    raise TypeError(f"cannot find class scores in a model output of type {type(output).__name__}")
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 512) -> float:
     """Top-1 accuracy of ``model`` on ``dataset``."""
     model.eval()
     correct = total = 0
     for x, y in DataLoader(dataset, batch_size=batch_size):
-        pred = model(x.to(device)).argmax(1).cpu()
+        pred = logits_of(model(x.to(device))).argmax(1).cpu()
         correct += int((pred == y).sum())
         total += len(y)
     return correct / max(total, 1)
+
+
+@torch.no_grad()
+def heldout_accuracy(model: nn.Module, splits: ImageSplits, device: torch.device) -> tuple[float | None, str | None]:
+    """Held-out accuracy, or None (and why) when the model's outputs are not the dataset's classes
+    (a checkpoint with another head: its class indices mean something else)."""
+    x, _ = next(iter(DataLoader(splits.heldout, batch_size=2)))
+    outputs = logits_of(model.eval()(x.to(device))).shape[-1]
+    if outputs != splits.num_classes:
+        return None, (f"no accuracy: the model has {outputs} outputs and dataset {splits.name!r} "
+                      f"{splits.num_classes} classes")
+    return evaluate(model, splits.heldout, device), None
 
 
 def _make_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
@@ -86,11 +114,17 @@ def _make_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
                            weight_decay=cfg["weight_decay"])
 
 
-def checkpoint_payload(model: nn.Module, architecture: str, splits: ImageSplits, seed: int,
+def _model_cfg(model: str | dict) -> dict:
+    return {"architecture": model} if isinstance(model, str) else dict(model)
+
+
+def checkpoint_payload(model: nn.Module, model_cfg: str | dict, splits: ImageSplits, seed: int,
                        metrics: dict) -> dict:
-    return {
+    """A convergent checkpoint; ``model_cfg`` is a zoo architecture name or a ``model`` section."""
+    model_cfg = _model_cfg(model_cfg)
+    payload = {
         "format": CHECKPOINT_FORMAT,
-        "architecture": architecture,
+        "architecture": describe_source(model_cfg),
         "in_channels": splits.in_channels,
         "num_classes": splits.num_classes,
         "image_size": splits.image_size,
@@ -98,10 +132,14 @@ def checkpoint_payload(model: nn.Module, architecture: str, splits: ImageSplits,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metrics": metrics,
     }
+    if "architecture" not in model_cfg:
+        # any other source is rebuilt from its config section (the zoo's payload is as it always was)
+        payload["model"] = {k: v for k, v in model_cfg.items() if k != "layers"}
+    return payload
 
 
 def train_model(
-    architecture: str,
+    model_cfg: str | dict,
     splits: ImageSplits,
     cfg: dict,
     seed: int,
@@ -116,8 +154,12 @@ def train_model(
     Returns the trained model (on CPU) and its metrics.
     """
     device = select_device(cfg["device"])
+    if splits.train is None:
+        raise ValueError(f"dataset {splits.name!r} has no training split (for imagefolder: no 'train' folder); "
+                         "give every seed a checkpoint in config key 'checkpoints' instead of training")
+    model_cfg = _model_cfg(model_cfg)
     seed_everything(seed)
-    model = build_model(architecture, splits.in_channels, splits.num_classes, splits.image_size).to(device)
+    model = load_model(model_cfg, (splits.in_channels, splits.num_classes, splits.image_size)).module.to(device)
     optimizer = _make_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg["milestones"], cfg["gamma"])
     start_epoch, elapsed, history = 0, 0.0, []
@@ -147,7 +189,7 @@ def train_model(
                 x = augment_batch(x, cfg["augment"])
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                logits = model(x)
+                logits = logits_of(model(x))
                 loss = loss_fn(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -168,7 +210,7 @@ def train_model(
     last = history[-1] if history else {"heldout_accuracy": evaluate(model, splits.heldout, device)}
     metrics = {
         "seed": seed,
-        "architecture": architecture,
+        "architecture": describe_source(model_cfg),
         "dataset": splits.name,
         "epochs": cfg["epochs"],
         "heldout_accuracy": last["heldout_accuracy"],
@@ -178,30 +220,3 @@ def train_model(
         "history": history,
     }
     return model.cpu(), metrics
-
-
-def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict]:
-    """A model and its checkpoint record (architecture, seed, metrics) from a convergent checkpoint."""
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a convergent checkpoint (no '{CHECKPOINT_FORMAT}' format tag)")
-    model = build_model(payload["architecture"], payload["in_channels"], payload["num_classes"],
-                        payload["image_size"])
-    model.load_state_dict(payload["state_dict"])
-    return model.eval(), payload
-
-
-def read_foreign_state_dict(path: str | os.PathLike) -> dict:
-    """Weights from a checkpoint trained elsewhere: a convergent checkpoint, a bare state_dict,
-    or a dict holding one under ``state_dict`` / ``model`` (the common conventions)."""
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(payload, nn.Module):
-        return payload.state_dict()
-    if isinstance(payload, dict):
-        for key in ("state_dict", "model"):
-            if isinstance(payload.get(key), dict):
-                payload = payload[key]
-                break
-        # DataParallel / DistributedDataParallel prefix every key with "module."
-        return {k.removeprefix("module."): v for k, v in payload.items()}
-    raise ValueError(f"{path}: cannot find a state_dict (got {type(payload).__name__})")

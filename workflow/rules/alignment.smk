@@ -129,6 +129,7 @@ rule figure_li2016_fig2:
         act_b=activations(f"seed{FIRST_PAIR[1]}"),
         # For the network's first layer the figure also shows the filter weights.
         models=[f"{OUT}/models/seed{s}.pt" for s in FIRST_PAIR],
+        model_files=MODEL_FILES,
     params:
         code=code("figure_li2016_fig2"),
         cfg=section("match"),
@@ -156,6 +157,7 @@ use rule figure_li2016_fig2 as figure_li2016_fig4 with:
         act_a=activations(f"seed{FIRST_PAIR[0]}"),
         act_b=activations(f"seed{FIRST_PAIR[1]}"),
         models=[f"{OUT}/models/seed{s}.pt" for s in FIRST_PAIR],
+        model_files=MODEL_FILES,
     params:
         code=code("figure_li2016_fig2"),
         cfg=section("match"),

@@ -1,5 +1,6 @@
 # Shared by every stage: config validation, the experiment's layout, and helpers for rules.
 import os
+import re
 import sys
 from itertools import combinations
 from pathlib import Path
@@ -14,7 +15,8 @@ sys.path.insert(0, SRC)
 os.environ.update(PYTHONPATH=os.pathsep.join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p))
 
 from convergent.config import ConfigError, validate  # noqa: E402
-from convergent.architectures import select_layers  # noqa: E402
+from convergent.architectures import factory_file, source_config  # noqa: E402
+from convergent.layer_plan import plan_layers  # noqa: E402
 from convergent.step_code import code_digest  # noqa: E402
 
 # A preset given with --configfile is a complete experiment: it replaces config.yaml instead of
@@ -24,7 +26,8 @@ if not workflow.overwrite_configfiles:
 
 try:
     _validated = validate(config, BASEDIR / "workflow" / "schemas" / "config.schema.yaml")
-    LAYERS = select_layers(_validated["model"]["architecture"], _validated["model"]["layers"])
+    # Any model source: the layers are resolved (and checked) on the model itself, before any job.
+    LAYERS = plan_layers(_validated)
 except (ConfigError, ValueError) as error:
     raise WorkflowError(str(error)) from None
 config.clear()
@@ -38,6 +41,12 @@ PAIRS = list(combinations(SEEDS, 2))
 FIRST_PAIR = PAIRS[0]
 FORMATS = config["figures"]["formats"]
 CHECKPOINTS = {int(seed): path for seed, path in (config["checkpoints"] or {}).items()}
+# What decides a network's weights (the `model` section without `layers`: editing the layers
+# reruns extraction, never training), and the factory file defining it, an input of the rules
+# that build networks (editing it reruns them).
+MODEL_SOURCE = source_config(config["model"])
+_factory = factory_file(config["model"])
+MODEL_FILES = [str(_factory)] if _factory is not None else []
 
 _unknown = sorted(set(CHECKPOINTS) - set(SEEDS))
 if _unknown:
@@ -158,6 +167,6 @@ def layer_figures(*stems):
 wildcard_constraints:
     seed=r"\d+",
     net=r"(seed|untrained)\d+",
-    layer="|".join(LAYERS),
+    layer="|".join(re.escape(layer) for layer in LAYERS),
     a=r"\d+",
     b=r"\d+",

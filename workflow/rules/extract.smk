@@ -6,10 +6,12 @@ rule extract:
         activations=f"{OUT}/activations/{{net}}.h5",
     input:
         model=f"{OUT}/models/{{net}}.pt",
+        model_files=MODEL_FILES,
     params:
         code=code("extract"),
         extract=section("extract"),
         dataset=section("dataset"),
+        model=section("model"),
         layers=LAYERS,
     log:
         f"{OUT}/logs/extract/{{net}}.log",

@@ -5,12 +5,14 @@ rule train:
     output:
         model=f"{OUT}/models/seed{{seed}}.pt",
         metrics=f"{OUT}/models/seed{{seed}}.json",
+    input:
+        model_files=MODEL_FILES,
     params:
         code=code("train"),
         seed=lambda wc: int(wc.seed),
         train=section("train"),
         dataset=TRAINING_DATASET,
-        architecture=config["model"]["architecture"],
+        model=MODEL_SOURCE,
     wildcard_constraints:
         seed=one_of([s for s in SEEDS if s not in CHECKPOINTS]),
     log:
@@ -34,11 +36,13 @@ rule import_checkpoint:
         metrics=f"{OUT}/models/seed{{seed}}.json",
     input:
         checkpoint=lambda wc: CHECKPOINTS[int(wc.seed)],
+    input:
+        model_files=MODEL_FILES,
     params:
         code=code("import_checkpoint"),
         seed=lambda wc: int(wc.seed),
         dataset=TRAINING_DATASET,
-        architecture=config["model"]["architecture"],
+        model=MODEL_SOURCE,
     wildcard_constraints:
         seed=one_of(list(CHECKPOINTS)),
     log:
@@ -59,11 +63,13 @@ rule untrained:
     output:
         model=f"{OUT}/models/untrained{{seed}}.pt",
         metrics=f"{OUT}/models/untrained{{seed}}.json",
+    input:
+        model_files=MODEL_FILES,
     params:
         code=code("untrained"),
         seed=lambda wc: int(wc.seed),
         dataset=TRAINING_DATASET,
-        architecture=config["model"]["architecture"],
+        model=MODEL_SOURCE,
     log:
         f"{OUT}/logs/untrained/untrained{{seed}}.log",
     benchmark:

@@ -1,27 +1,40 @@
 """Rule `extract`: run the probe set through one network and write its activation HDF5."""
 
+import math
+
+import torch
+
 from convergent.config import config_hash
 from convergent.data import load_dataset, probe_set
 from convergent.extraction import extract_activations
-from convergent.architectures import select_layers
-from convergent.training import load_checkpoint, select_device
+from convergent.models import load_model
+from convergent.training import select_device
 
 
 def main(inputs, outputs, params, log):
-    model, record = load_checkpoint(inputs.model)
     splits = load_dataset(params.dataset)
     probe, image_index = probe_set(splits, params.dataset)
-    layers = select_layers(record["architecture"], params.layers)
+    # Real probe images settle the layers' layouts; three, so no other dimension looks like the batch.
+    first = torch.stack([probe[i][0] for i in range(min(3, len(probe)))])
+    loaded = load_model(params.model, splits.geometry, checkpoint=inputs.model, probes=True, probe_inputs=first)
+    if list(loaded.probes) != list(params.layers):
+        raise RuntimeError(f"the model's layers {list(loaded.probes)} are not the planned {list(params.layers)}; "
+                           "rerun snakemake so that it plans them again")
+    record = loaded.record
+    accuracy = record["metrics"].get("heldout_accuracy")
     attrs = {
         "architecture": record["architecture"],
         "seed": int(record["seed"]),
         "trained": bool(record["metrics"].get("trained", True)),
         "dataset": splits.name,
-        "accuracy": float(record["metrics"]["heldout_accuracy"]),
+        "accuracy": math.nan if accuracy is None else float(accuracy),
         "config_hash": config_hash({"extract": params.extract, "dataset": params.dataset}),
     }
-    extract_activations(model, probe, image_index, layers, outputs.activations, params.extract, attrs,
-                        splits.in_channels, splits.image_size, select_device(params.extract["device"]))
+    print(f"probing {len(loaded.probes)} layers of {loaded.name}: "
+          + ", ".join(f"{n} ({p.kind} {list(p.shape)}, {p.via})" for n, p in loaded.probes.items()))
+    extract_activations(loaded.module, probe, image_index, loaded.probes, outputs.activations, params.extract, attrs,
+                        splits.in_channels, splits.image_size, select_device(params.extract["device"]),
+                        prepare=loaded.prepare)
 
 
 if __name__ == "__main__":

@@ -20,17 +20,17 @@ from matplotlib.patches import Rectangle
 from convergent.activations import layer_attrs, read_image_index, read_top_activations
 from convergent.clustering import read_clusters_json
 from convergent.data import load_probe_images
-from convergent.patches import cut_patches, draw_patch_grid, tile
+from convergent.patches import draw_patch_grid, tile, unit_patches
 from convergent.plotting import outputs_named, save_figure
 
 NET_A_COLOR = "tab:blue"
 
 
-def unit_mosaic(images, records, rf, n_patches: int) -> np.ndarray:
-    """One unit as a square mosaic of its ``n_patches`` strongest patches (3×3 for 9)."""
+def unit_mosaic(images, records, attrs, n_patches: int) -> np.ndarray:
+    """One unit as a square mosaic of its ``n_patches`` strongest patches (3×3 for 9); whole images
+    with the position framed for units that see the whole input."""
     side = max(1, int(math.isqrt(min(n_patches, len(records)))))
-    size, stride, offset = (int(v) for v in rf)
-    patches = cut_patches(images, records[: side * side], size, stride, offset)
+    patches = unit_patches(images, records[: side * side], attrs)
     return tile(patches.reshape(side, side, *patches.shape[1:]), gap=1, fill=128)  # gray seams
 
 
@@ -182,18 +182,18 @@ def main(inputs, outputs, params, log):
 
 def draw_layer(doc, images, act_a, act_b, cfg, outputs, dpi):
     layer = doc["layer"]
-    rf = layer_attrs(act_a, layer)["receptive_field"]
+    attrs = layer_attrs(act_a, layer)
     top = {"a": read_top_activations(act_a, layer), "b": read_top_activations(act_b, layer)}
     n_patches = math.isqrt(min(cfg["patches"], top["a"].shape[1])) ** 2  # what a square mosaic holds
     mosaics = {}
 
     def mosaic(net, unit):
         if (net, unit) not in mosaics:
-            mosaics[net, unit] = unit_mosaic(images, top[net][unit], rf, n_patches)
+            mosaics[net, unit] = unit_mosaic(images, top[net][unit], attrs, n_patches)
         return mosaics[net, unit]
 
     def single(net, unit):
-        return unit_mosaic(images, top[net][unit], rf, 1)
+        return unit_mosaic(images, top[net][unit], attrs, 1)
 
     max_units = cfg["max_units_shown"]
     marked = f"net {doc['a']} framed (dashed), then net {doc['b']}"

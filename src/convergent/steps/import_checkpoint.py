@@ -1,8 +1,9 @@
 """Rule `import_checkpoint`: bring a network trained elsewhere into the pipeline.
 
-Accepts a convergent checkpoint or a plain ``state_dict`` for the configured architecture; the
-weights are loaded strictly (every key must match) and the held-out accuracy is measured here, so
-the rest of the pipeline treats the network exactly like one it trained.
+Accepts a convergent checkpoint, or the weights of the configured model in any common file
+(``.pt``/``.pth`` state_dicts, ``.safetensors``; see :mod:`convergent.checkpoints`). The weights are
+loaded strictly (missing, unexpected and mis-shaped keys are named) and the held-out accuracy is
+measured here, so the rest of the pipeline treats the network exactly like one it trained.
 """
 
 import json
@@ -10,33 +11,28 @@ import time
 
 import torch
 
+from convergent.architectures import describe_source
 from convergent.data import load_dataset
-from convergent.models import build_model
+from convergent.models import load_model
 from convergent.outputs import atomic_output
-from convergent.training import atomic_save, checkpoint_payload, evaluate, read_foreign_state_dict
+from convergent.training import atomic_save, checkpoint_payload, heldout_accuracy
 
 
 def main(inputs, outputs, params, log):
     seed = int(params.seed)
     splits = load_dataset(params.dataset)
-    model = build_model(params.architecture, splits.in_channels, splits.num_classes, splits.image_size)
-    state = read_foreign_state_dict(inputs.checkpoint)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(
-            f"checkpoint {inputs.checkpoint} (config key 'checkpoints.{seed}') does not fit architecture "
-            f"'{params.architecture}': missing keys {list(missing)[:8]}, unexpected keys {list(unexpected)[:8]}"
-        )
+    loaded = load_model(params.model, splits.geometry, checkpoint=inputs.checkpoint,
+                        checkpoint_key=f"checkpoints.{seed}")
     began = time.perf_counter()
-    accuracy = evaluate(model, splits.heldout, torch.device("cpu"))
-    metrics = {"seed": seed, "architecture": params.architecture, "dataset": splits.name,
+    accuracy, note = heldout_accuracy(loaded.module, splits, torch.device("cpu"))
+    metrics = {"seed": seed, "architecture": describe_source(params.model), "dataset": splits.name,
                "epochs": None, "heldout_accuracy": accuracy, "train_accuracy": None,
                "seconds": time.perf_counter() - began, "trained": True,
                "imported_from": str(inputs.checkpoint), "history": []}
-    atomic_save(checkpoint_payload(model, params.architecture, splits, seed, metrics), outputs.model)
+    atomic_save(checkpoint_payload(loaded.module, params.model, splits, seed, metrics), outputs.model)
     with atomic_output(outputs.metrics) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2))
-    print(f"imported {inputs.checkpoint}: held-out accuracy {accuracy:.4f}")
+    print(f"imported {inputs.checkpoint}: " + (note or f"held-out accuracy {accuracy:.4f}"))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ layer, for every seed pair and for the trained-vs-untrained baseline pairs.
 One job per layer (like `match`): each network's activations are read once and shared by all
 its pairs, and small layers take milliseconds per pair, so per-pair jobs would mostly spend
 their time starting Python. Conv layers: s(ε) is averaged over `repeats` draws of `sample_size`
-positions (the same rows for every pair); fc layers use every probe image. Simple matches
+positions (the same rows for every pair; token layers alike); vector layers use every probe input. Simple matches
 (randomized Algorithm 2, `restarts` runs per neuron, §5.2) are computed for the trained pairs in
 `simple_pairs` only, on the first draw.
 """
@@ -24,7 +24,8 @@ def main(inputs, outputs, params, log):
             cache[net] = read_samples(paths[net], layer)
         return cache[net]
 
-    kind = str(layer_attrs(paths[params.nets[0]], layer)["kind"])
+    # Wang et al.'s two cases: vectors use every probe input; maps and token sequences sample rows.
+    kind = "fc" if layer_attrs(paths[params.nets[0]], layer)["kind"] == "vector" else "conv"
     simple_eps = cfg["eps"] if cfg["simple_eps"] is None else cfg["simple_eps"]
     with_simple = {tuple(p) for p in params.simple_pairs}
     for (a, b), path in zip(params.pairs, outputs.h5, strict=True):

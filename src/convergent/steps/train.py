@@ -17,12 +17,11 @@ def resume_path_for(model_path) -> Path:
 def main(inputs, outputs, params, log):
     seed = int(params.seed)
     splits = load_dataset(params.dataset, augment_imagefolder=params.train["augment"] != "none")
-    fingerprint = config_hash({"train": params.train, "dataset": params.dataset,
-                               "architecture": params.architecture, "seed": seed})
+    fingerprint = config_hash({"train": params.train, "dataset": params.dataset, "model": params.model, "seed": seed})
     resume = resume_path_for(outputs.model)
-    model, metrics = train_model(params.architecture, splits, params.train, seed, resume, fingerprint)
+    model, metrics = train_model(params.model, splits, params.train, seed, resume, fingerprint)
     metrics["trained"] = True
-    atomic_save(checkpoint_payload(model, params.architecture, splits, seed, metrics), outputs.model)
+    atomic_save(checkpoint_payload(model, params.model, splits, seed, metrics), outputs.model)
     with atomic_output(outputs.metrics) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2))
     resume.unlink(missing_ok=True)

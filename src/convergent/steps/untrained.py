@@ -1,24 +1,29 @@
-"""Rule `untrained`: a randomly initialised network of the same architecture, the chance baseline."""
+"""Rule `untrained`: a randomly initialised network of the same architecture, the chance baseline
+(never pretrained weights, whatever `model.weights` says)."""
 
 import json
 
+import torch
+
+from convergent.architectures import describe_source
 from convergent.data import load_dataset
-from convergent.models import build_model
+from convergent.models import load_model
 from convergent.outputs import atomic_output
-from convergent.training import atomic_save, checkpoint_payload, evaluate, seed_everything
+from convergent.training import atomic_save, checkpoint_payload, heldout_accuracy, seed_everything
 
 
 def main(inputs, outputs, params, log):
     seed = int(params.seed)
     splits = load_dataset(params.dataset)
     seed_everything(seed)
-    model = build_model(params.architecture, splits.in_channels, splits.num_classes, splits.image_size)
-    import torch
-
-    metrics = {"seed": seed, "architecture": params.architecture, "dataset": splits.name, "epochs": 0,
-               "heldout_accuracy": evaluate(model, splits.heldout, torch.device("cpu")),
-               "train_accuracy": None, "seconds": 0.0, "trained": False, "history": []}
-    atomic_save(checkpoint_payload(model, params.architecture, splits, seed, metrics), outputs.model)
+    model = load_model(params.model, splits.geometry, pretrained=False).module
+    accuracy, note = heldout_accuracy(model, splits, torch.device("cpu"))
+    metrics = {"seed": seed, "architecture": describe_source(params.model), "dataset": splits.name, "epochs": 0,
+               "heldout_accuracy": accuracy, "train_accuracy": None, "seconds": 0.0, "trained": False,
+               "history": []}
+    if note:
+        print(note)
+    atomic_save(checkpoint_payload(model, params.model, splits, seed, metrics), outputs.model)
     with atomic_output(outputs.metrics) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2))
 
