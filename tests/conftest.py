@@ -32,7 +32,7 @@ def write_conv_activations(path, seed: int, samples, positions, image_index, out
                            receptive_field, top_k: int = 4, layer: str = "conv1") -> None:
     """A synthetic activation file for one conv layer, in the contract of convergent.activations,
     for step tests that need known activations rather than a trained network's. The sampled rows
-    stand for the whole map, so ``image_mean`` (as the extractor writes it) is each image's mean
+    stand for the whole map, so ``input_mean`` (as the extractor writes it) is each image's mean
     over its rows."""
     import h5py
     import numpy as np
@@ -52,8 +52,9 @@ def write_conv_activations(path, seed: int, samples, positions, image_index, out
         group.create_dataset("samples", data=samples.astype(np.float32))
         group.create_dataset("positions", data=positions)
         group.create_dataset("top_activations", data=top)
-        group.create_dataset("image_mean", data=image_means(samples, positions[:, 0], len(image_index)))
-        group.attrs.update({"kind": "conv", "shape": (units, out_side, out_side), "receptive_field": receptive_field})
+        group.create_dataset("input_mean", data=image_means(samples, positions[:, 0], len(image_index)))
+        group.attrs.update({"kind": "spatial", "signed": bool(samples.min() < 0), "layout": "NCHW",
+                            "shape": (units, out_side, out_side), "receptive_field": receptive_field})
 
 
 def image_means(samples, image, n_images: int):

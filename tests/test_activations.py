@@ -128,13 +128,13 @@ def test_read_samples_picks_sorted_rows_chunk_by_chunk(extracted):
             read_samples(a, "conv1", np.array(bad))
 
 
-def test_image_means_of_a_conv_layer_without_them_is_an_error(tmp_path, extracted):
+def test_input_means_of_a_map_layer_without_them_is_an_error(tmp_path, extracted):
     import shutil
 
     _, [(_, a), _] = extracted
     old = tmp_path / "old.h5"
     shutil.copy(a, old)
     with h5py.File(old, "a") as h5:
-        del h5["layers/conv1/image_mean"]
-    with pytest.raises(ValueError, match="old.h5: conv layer 'conv1' has no image_mean.*re-extract"):
+        del h5["layers/conv1/input_mean"]
+    with pytest.raises(ValueError, match="old.h5: layer 'conv1' has no input_mean.*re-extract"):
         read_input_means(old, "conv1")

@@ -119,8 +119,11 @@ def test_files_written_before_kinds_existed_stay_readable(tmp_path):
     positions = np.stack([np.repeat(np.arange(4), 2), rng.integers(0, 3, 8), rng.integers(0, 3, 8)], axis=1)
     samples = np.maximum(rng.normal(size=(8, 3)), 0)
     write_conv_activations(tmp_path / "old.h5", 0, samples, positions, np.arange(4), 3, (3, 1, 0))
-    with h5py.File(tmp_path / "old.h5", "a") as h5:
-        h5["layers/conv1"].create_dataset("image_mean", data=np.ones((4, 3), dtype=np.float32))
+    with h5py.File(tmp_path / "old.h5", "a") as h5:  # as the extractor wrote files before kinds
+        group = h5["layers/conv1"]
+        del group["input_mean"], group.attrs["signed"], group.attrs["layout"]
+        group.attrs["kind"] = "conv"
+        group.create_dataset("image_mean", data=np.ones((4, 3), dtype=np.float32))
     attrs = layer_attrs(tmp_path / "old.h5", "conv1")
     assert attrs["kind"] == "spatial" and attrs["signed"] is False
     np.testing.assert_array_equal(read_input_means(tmp_path / "old.h5", "conv1"), np.ones((4, 3)))

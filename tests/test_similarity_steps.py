@@ -44,10 +44,10 @@ def _write(path, layers):
             if name == "conv1":
                 group.create_dataset("positions", data=positions)
                 # every position of the map is sampled, so its mean is the mean over the rows
-                group.create_dataset("image_mean", data=image_means(samples, positions[:, 0], IMAGES))
-                group.attrs.update({"kind": "conv", "shape": (CONV, PER_IMAGE, 1)})
+                group.create_dataset("input_mean", data=image_means(samples, positions[:, 0], IMAGES))
+                group.attrs.update({"kind": "spatial", "signed": False, "shape": (CONV, PER_IMAGE, 1)})
             else:
-                group.attrs.update({"kind": "fc", "shape": (FC, 1, 1)})
+                group.attrs.update({"kind": "vector", "signed": False, "shape": (FC, 1, 1)})
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +128,7 @@ def test_cross_layer_cells_use_one_row_per_image_spatial_means(experiment):
 
     frame = _frame(experiment)
     with h5py.File(experiment.paths["seed0"]) as a, h5py.File(experiment.paths["seed1"]) as b:
-        conv_a, conv_b = a["layers/conv1/image_mean"][()], b["layers/conv1/image_mean"][()]
+        conv_a, conv_b = a["layers/conv1/input_mean"][()], b["layers/conv1/input_mean"][()]
     fc_a, fc_b = (read_samples(experiment.paths[n], "fc1") for n in ("seed0", "seed1"))
     cells = {("conv1", "fc1"): (conv_a, fc_b), ("fc1", "conv1"): (fc_a, conv_b),
              ("conv1", "conv1"): (conv_a, conv_b), ("fc1", "fc1"): (fc_a, fc_b)}

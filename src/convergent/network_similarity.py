@@ -11,7 +11,7 @@ Two kinds of comparison:
   computed with B's rows shuffled (``null = permutation``): the value expected by chance.
 * ``scope = cross_layer``: A's layer i vs B's layer j for every i, j, on one row per probe image,
   since rows of different conv layers are not paired: a conv layer's spatial mean over the whole
-  map (``image_mean`` in the activation file), an fc layer's values.
+  map (``input_mean`` in the activation file), an fc layer's values.
 
 The pair is either two trained seeds (``kind = trained``) or a trained seed and an untrained
 network of the same architecture (``kind = untrained``), the architecture-only baseline. Every

@@ -36,7 +36,7 @@ take matrices; cap their rows for large ``n``.
 **Cross-layer convention.** Rows of different conv layers are not paired (different spatial
 grids and sampled positions), so comparisons between *different* layers use one row per probe
 image: the layer's spatial mean over the whole map (global average pooling, the extractor's
-``image_mean``), which is what most CKA papers compare. A cross-layer map uses this convention in
+``input_mean``), which is what most CKA papers compare. A cross-layer map uses this convention in
 every cell, the diagonal included, so diagonal and off-diagonal are comparable. (Means over a few
 *sampled* positions would not do: the positions differ between layers but not between networks,
 so on the diagonal both nets would share the same sampling noise and the diagonal would win by

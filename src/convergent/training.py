@@ -25,7 +25,6 @@ from convergent.data import ImageSplits
 from convergent.models import load_checkpoint, load_model  # noqa: F401 (load_checkpoint re-exported)
 from convergent.outputs import atomic_output
 
-read_foreign_state_dict = read_state_dict  # the name earlier versions had
 
 
 def select_device(preference: str = "auto") -> torch.device:
