@@ -188,7 +188,7 @@ def test_profiles_size_only_rules_that_exist():
 def test_workstation_profile_gives_gpu_rules_the_gpu(tmp_path):
     """Snakemake starts a job only while the `gpu` it requests fits the profile's `resources:
     gpu: 1`, so GPU jobs run one at a time; a dry run shows what each job requests."""
-    from test_incremental import run_snakemake
+    from support.dry_run import run_snakemake
 
     write_config(tmp_path, tiny_config())
     result = run_snakemake(tmp_path, "--dry-run", "--profile", str(REPO / "workflow" / "profiles" / "workstation"))
