@@ -26,7 +26,6 @@ from convergent.models import load_checkpoint, load_model  # noqa: F401 (load_ch
 from convergent.outputs import atomic_output
 
 
-
 def select_device(preference: str = "auto") -> torch.device:
     """``auto`` picks CUDA when present; ``cuda`` without a GPU is an error, not a silent fallback."""
     if preference == "cuda" and not torch.cuda.is_available():
