@@ -132,3 +132,78 @@ def test_rate_log_prints_lines_with_rate_and_estimate(capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert lines[0].startswith("conv1 0-1 ε=0.25 simple matches: 5/10 runs") and "left" in lines[0]
     assert lines[1].endswith("done")
+
+
+def test_too_few_rows_are_flagged_warned_and_not_searched(tmp_path):
+    """d below min_rows_per_unit × live units: a warning, no simple-match search, the flag in the
+    result, its file, the per-pair frame and the per-layer summary; enough rows: searched."""
+    import h5py
+
+    from convergent.subspace import (UndersampledWarning, compare_layer, read_pair_result,
+                                     similarity_frame, summarize_similarity, write_pair_result)
+
+    X, Y, planted = planted_pair(400, [2, 3], private_x=3, private_y=3, noise=0.05, seed=2)
+    private = sorted(set(range(X.shape[1])) - {i for m in planted["matches"] for i in m.x})
+    X[:, private[0]] = 0.0  # a dead unit: the ratio counts live units
+    live = X.shape[1] - 1 + Y.shape[1]
+    stages = []
+    with pytest.warns(UndersampledWarning, match="simple matches skipped"):
+        few = compare_layer(X[:60], Y[:60], layer="fc1", kind="fc", eps_grid=[0.25],
+                            simple_eps=[0.25], min_rows_per_unit=8)
+    assert few.simple == {} and few.undersampled and few.rows_per_unit == 60 / live
+    enough = compare_layer(X, Y, layer="fc1", kind="fc", eps_grid=[0.25], simple_eps=[0.25],
+                           min_rows_per_unit=8, progress=lambda *a: stages.append(a))
+    assert not enough.undersampled and len(enough.simple[0.25][2]) == 2
+    assert {s for s, _, _ in stages} >= {"s(eps) on 1 draws of rows"}
+    assert any(s.startswith("simple matches at eps=0.25") and d == t for s, d, t in stages)
+    write_pair_result(few, tmp_path / "few.h5")
+    assert read_pair_result(tmp_path / "few.h5").undersampled
+    with h5py.File(tmp_path / "few.h5", "a") as h5:  # a file written before the flag existed
+        del h5.attrs["min_rows_per_unit"]
+    old = read_pair_result(tmp_path / "few.h5")
+    assert old.min_rows_per_unit == 0.0 and not old.undersampled
+    few.layer = "conv1"
+    frame = similarity_frame([few, enough])
+    assert list(frame["undersampled"]) == [True, False]
+    table = summarize_similarity(frame, ["conv1", "fc1"]).set_index("layer")
+    assert table.loc["conv1", "undersampled"] and not table.loc["fc1", "undersampled"]
+    assert table.loc["conv1", "rows_per_unit"] == pytest.approx(60 / live)
+
+
+def test_flagged_layer_in_figures_and_table(tmp_path):
+    """The table, Fig. 1 and Fig. 2 steps take a flagged layer (no simple matches) beside a
+    searched one."""
+    from types import SimpleNamespace
+
+    from convergent.steps import figure_wang2018_fig1, figure_wang2018_fig2, table_wang2018_similarity
+    from convergent.subspace import compare_layer, write_pair_result
+
+    X, Y, _ = planted_pair(400, [2, 3], private_x=3, private_y=3, noise=0.05, seed=3)
+    paths = []
+    for layer, rows in (("conv1", 400), ("fc1", 40)):
+        with pytest.warns() if rows < 100 else _nothing():
+            r = compare_layer(X[:rows], Y[:rows], layer=layer, a="seed0", b="seed1", kind="fc",
+                              eps_grid=[0.25, 0.5], simple_eps=[0.25])
+        paths.append(tmp_path / f"{layer}.h5")
+        write_pair_result(r, paths[-1])
+    params = SimpleNamespace(layers=["conv1", "fc1"], figures={"dpi": 50})
+    stem = tmp_path / "t"
+    table_wang2018_similarity.main(SimpleNamespace(pairs=paths, baseline=[]),
+                                   SimpleNamespace(csv=f"{stem}.csv"), params, [])
+    import pandas as pd
+
+    table = pd.read_csv(f"{stem}.csv")
+    assert table.groupby("layer")["undersampled"].first().to_dict() == {"conv1": False, "fc1": True}
+    for step, inputs in ((figure_wang2018_fig1, SimpleNamespace(pairs=paths, baseline=[])),
+                         (figure_wang2018_fig2, SimpleNamespace(pairs=paths))):
+        out = [tmp_path / f"{step.__name__}.png"]
+        step.main(inputs, out, params, [])
+        assert out[0].stat().st_size > 1000
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False

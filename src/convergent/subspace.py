@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +109,8 @@ __all__ = [
     "planted_pair",
     "sample_rows",
     "PairResult",
+    "MIN_ROWS_PER_UNIT",
+    "UndersampledWarning",
     "compare_layer",
     "sample_size_curve",
     "write_pair_result",
@@ -673,10 +676,23 @@ class PairResult:
     dropped_y: np.ndarray
     simple: dict = field(default_factory=dict)
     restarts: int = 0
+    min_rows_per_unit: float = 0.0  # the threshold the run used; 0 in files written before it
 
     @property
     def repeats(self) -> int:
         return self.similarity.shape[0]
+
+    @property
+    def rows_per_unit(self) -> float:
+        """d / (n_x + n_y), live units of the first draw (the one simple matches use)."""
+        live = (self.match_x.shape[2] - int(self.dropped_x[0])
+                + self.match_y.shape[2] - int(self.dropped_y[0]))
+        return self.sample_size / max(live, 1)
+
+    @property
+    def undersampled(self) -> bool:
+        """Too few rows for subspace matches to mean something (see ``compare_layer``)."""
+        return self.rows_per_unit < self.min_rows_per_unit
 
     def simple_sizes(self, eps: float) -> np.ndarray:
         """|X| + |Y| of each distinct simple match found at ε (Wang Fig. 2)."""
@@ -684,17 +700,29 @@ class PairResult:
         return x.sum(1) + y.sum(1)
 
 
+#: subspace matches need d well above n_x + n_y rows: below this many rows per live unit s(ε)
+#: is inflated by the sample (docs/subspace.md, "How many rows"), so the result is flagged and
+#: simple matches are not searched
+MIN_ROWS_PER_UNIT = 8.0
+
+
 def compare_layer(X, Y, *, layer: str, a: str = "a", b: str = "b", kind: str = "conv",
                   eps_grid: Sequence[float] = EPS_GRID, sample_size: int | None = 10_000,
                   repeats: int = 16, seed: int = 0, simple_eps: Sequence[float] = (),
-                  restarts: int = 1, device="auto", atol: float = DEFAULT_ATOL) -> PairResult:
+                  restarts: int = 1, min_rows_per_unit: float = MIN_ROWS_PER_UNIT,
+                  device="auto", atol: float = DEFAULT_ATOL, progress=None) -> PairResult:
     """Wang §5 for one layer of two networks: s(ε) over the grid, averaged over ``repeats``
     draws of ``sample_size`` rows for conv layers (all rows for fc layers, or when there are
     fewer), and simple matches by randomized Algorithm 2 (``restarts`` runs per neuron, §5.2)
     on the first draw for each ε in ``simple_eps``.
 
+    With d rows and n_x + n_y live units, spans of that many vectors in a space of barely more
+    dimensions match almost anything: below ``min_rows_per_unit`` rows per unit the result is
+    flagged (``PairResult.undersampled``), a warning says so, and simple matches are skipped.
+
     ``X``/``Y``: ``[n_rows, n_units]`` activations with paired rows (all positions of a conv
-    layer as rows).
+    layer as rows). ``progress``: None, True (tqdm bars) or ``callable(stage, done, total)``,
+    called as repeats and Algorithm-2 runs finish.
     """
     X, Y = np.asarray(X), np.asarray(Y)
     eps = np.asarray([float(e) for e in eps_grid])
@@ -705,6 +733,7 @@ def compare_layer(X, Y, *, layer: str, a: str = "a", b: str = "b", kind: str = "
     dx = np.zeros(len(draws), int)
     dy = np.zeros(len(draws), int)
     simple = {}
+    report = _stage_progress(progress, f"s(eps) on {len(draws)} draws of rows")
     for r, rows in enumerate(draws):
         P = SubspaceProblem(X if rows is None else X[rows], Y if rows is None else Y[rows],
                             device=device, atol=atol)
@@ -714,9 +743,25 @@ def compare_layer(X, Y, *, layer: str, a: str = "a", b: str = "b", kind: str = "
             mx[r, e, list(m.x)] = True
             my[r, e, list(m.y)] = True
         dx[r], dy[r] = len(P.dropped_x), len(P.dropped_y)
-        if r == 0:
+        if report is not None:
+            report(r + 1, len(draws))
+        if r > 0:
+            continue
+        d = len(X) if rows is None else len(rows)
+        if d < min_rows_per_unit * (P.nx + P.ny):
+            warnings.warn(
+                f"{layer} {a}-{b}: d = {d} rows for {P.nx} + {P.ny} live units "
+                f"({d / max(P.nx + P.ny, 1):.1f} per unit, below {min_rows_per_unit:g}): "
+                f"s(eps) is inflated by the sample"
+                + ("; simple matches skipped" if len(simple_eps) else ""),
+                UndersampledWarning, stacklevel=2)
+        else:
             for ep in simple_eps:
-                sm = P.simple_matches(float(ep), restarts=restarts, seed=seed)
+                size = P.max_match(float(ep)).match.size
+                stage = (f"simple matches at eps={float(ep):g}: Algorithm 2 for {size} neurons"
+                         f" x {restarts} restarts")
+                sm = P.simple_matches(float(ep), restarts=restarts, seed=seed,
+                                      progress=_stage_progress(progress, stage))
                 xs = np.zeros((len(sm.matches), X.shape[1]), bool)
                 ys = np.zeros((len(sm.matches), Y.shape[1]), bool)
                 for k, m in enumerate(sm.matches):
@@ -725,7 +770,19 @@ def compare_layer(X, Y, *, layer: str, a: str = "a", b: str = "b", kind: str = "
                 simple[float(ep)] = (xs, ys, np.asarray(sm.counts, int))
     used = len(X) if draws[0] is None else len(draws[0])
     return PairResult(layer, str(a), str(b), kind, len(X), used, eps, sim, mx, my, dx, dy,
-                      simple, restarts)
+                      simple, restarts, float(min_rows_per_unit))
+
+
+class UndersampledWarning(UserWarning):
+    """Too few rows for the number of units: subspace matches are inflated by the sample."""
+
+
+def _stage_progress(progress, stage: str):
+    """``progress`` of ``compare_layer`` (None, True or ``callable(stage, done, total)``) as
+    ``callable(done, total)`` for one stage."""
+    if progress is None or progress is False or progress is True:
+        return _progress_callback(progress, stage)
+    return lambda done, total: progress(stage, done, total)
 
 
 def sample_size_curve(X, Y, sizes: Sequence[int | None], *, layer: str,
@@ -763,7 +820,8 @@ def write_pair_result(result: PairResult, path: str | os.PathLike) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with h5py.File(tmp, "w") as h5:
-        for k in ("layer", "a", "b", "kind", "n_rows", "sample_size", "restarts"):
+        for k in ("layer", "a", "b", "kind", "n_rows", "sample_size", "restarts",
+                  "min_rows_per_unit"):
             h5.attrs[k] = getattr(result, k)
         h5.attrs["repeats"] = result.repeats
         for k in ("eps", "similarity", "dropped_x", "dropped_y"):
@@ -791,7 +849,7 @@ def read_pair_result(path: str | os.PathLike) -> PairResult:
                           int(at["n_rows"]), int(at["sample_size"]), h5["eps"][()],
                           h5["similarity"][()], h5["match_x"][()], h5["match_y"][()],
                           h5["dropped_x"][()], h5["dropped_y"][()], simple,
-                          int(at["restarts"]))
+                          int(at["restarts"]), float(at.get("min_rows_per_unit", 0.0)))
 
 
 def similarity_frame(results: Iterable[PairResult]):
@@ -807,7 +865,8 @@ def similarity_frame(results: Iterable[PairResult]):
                          "s": r.similarity[:, e].mean(), "s_std_repeats": r.similarity[:, e].std(),
                          "d": r.sample_size, "repeats": r.repeats, "units_a": r.match_x.shape[2],
                          "units_b": r.match_y.shape[2], "dead_a": int(r.dropped_x.max()),
-                         "dead_b": int(r.dropped_y.max())})
+                         "dead_b": int(r.dropped_y.max()), "rows_per_unit": r.rows_per_unit,
+                         "undersampled": r.undersampled})
     return pd.DataFrame(rows)
 
 
@@ -832,6 +891,8 @@ def summarize_similarity(frame, layers: Sequence[str]):
                               "s_std_repeats": "baseline_std_repeats"})
         out = out.merge(b, on=keys, how="left")
     first = frame.groupby("layer")[["d", "repeats", "units_a"]].first()
+    first = first.join(frame.groupby("layer").agg(rows_per_unit=("rows_per_unit", "min"),
+                                                  undersampled=("undersampled", "any")))
     out = out.join(first, on="layer")
     out["pairs"] = out["pairs"].astype(int)
     order = {name: i for i, name in enumerate(layers)}

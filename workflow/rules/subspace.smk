@@ -60,7 +60,8 @@ rule subspace_sample_size:
         b=activations("seed{b}"),
         code=library("activations", "device", "subspace"),
     params:
-        cfg={k: SUBSPACE[k] for k in ("eps", "repeats", "sample_seed", "device", "sample_size_study")},
+        cfg={k: SUBSPACE[k] for k in ("eps", "repeats", "sample_seed", "device", "sample_size_study",
+                                      "min_rows_per_unit")},
         layer=lambda wc: wc.layer,
         pair=lambda wc: (int(wc.a), int(wc.b)),
     log:
