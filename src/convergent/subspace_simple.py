@@ -51,7 +51,7 @@ import time
 from typing import Callable, Sequence
 
 import numpy as np
-from scipy.linalg import lapack
+from scipy.linalg import blas, lapack
 
 __all__ = ["SimpleMatchEngine", "RunStats", "RateLog", "progress_callback", "single_threaded"]
 
@@ -167,15 +167,18 @@ def _basis_inverse(Gss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class _Trial:
     """A trial's cascade, evaluated lazily on a state: which neurons left, the other side's
     projections after it, and the rank-one corrections to each side's inverse (``W`` rows with
-    signs: inverse_now = inverse - sum sign * w wᵀ)."""
+    signs: inverse_now = inverse - sum sign * w wᵀ; ``gone``: basis members that left)."""
 
-    __slots__ = ("inx", "iny", "bx", "by", "p", "q", "wx", "sx", "wy", "sy")
+    __slots__ = ("inx", "iny", "bx", "by", "p", "q", "wx", "sx", "wy", "sy", "gx", "gy",
+                 "ndx", "ndy", "out")
 
     def __init__(self, st: "_State"):
         self.inx, self.iny = st.inx.copy(), st.iny.copy()
         self.bx, self.by = st.bx.copy(), st.by.copy()
         self.p, self.q = st.p.copy(), st.q.copy()
-        self.wx, self.sx, self.wy, self.sy = [], [], [], []
+        self.wx, self.sx, self.wy, self.sy, self.gx, self.gy = [], [], [], [], [], []
+        self.ndx, self.ndy = st.ndx, st.ndy  # dependent (non-basis) members per side
+        self.out = 0  # members removed
 
 
 class _State:
@@ -198,8 +201,9 @@ class _State:
         self.by, self.My = _basis_inverse(self.Gyy)
         self.p = ((self.Gxy @ self.My) * self.Gxy).sum(1)
         self.q = ((self.Gyx @ self.Mx) * self.Gyx).sum(1)
+        self.ndx, self.ndy = int((~self.bx).sum()), int((~self.by).sum())
         self.updates = 0
-        self.size = len(xs) + len(ys)
+        self.size = self.n = len(xs) + len(ys)
 
     def copy(self) -> "_State":
         new = object.__new__(_State)
@@ -212,49 +216,80 @@ class _State:
         """Internal indices of S within X and within Y."""
         return self.xs[self.inx], self.ys[self.iny]
 
-    def rebuilt(self) -> "_State":
-        return _State(self.eng, *self.members())
+    def compacted(self) -> "_State":
+        """The same state restricted to the current members: every later trial costs the square
+        of the match, not of the universe. The inverses need no recomputation (rows and columns
+        of neurons that left the basis are zero)."""
+        kx, ky = np.flatnonzero(self.inx), np.flatnonzero(self.iny)
+        new = object.__new__(_State)
+        new.__dict__.update(self.__dict__)
+        new.xs, new.ys = self.xs[kx], self.ys[ky]
+        new.Gxx, new.Gyy = self.Gxx[np.ix_(kx, kx)], self.Gyy[np.ix_(ky, ky)]
+        new.Gxy = self.Gxy[np.ix_(kx, ky)]
+        new.Gyx = np.ascontiguousarray(new.Gxy.T)
+        new.Mx, new.My = self.Mx[np.ix_(kx, kx)], self.My[np.ix_(ky, ky)]
+        new.bx, new.by, new.p, new.q = self.bx[kx], self.by[ky], self.p[kx], self.q[ky]
+        new.inx, new.iny = np.ones(len(kx), bool), np.ones(len(ky), bool)
+        new.size = new.n = len(kx) + len(ky)
+        return new
 
     # ---- a trial, evaluated lazily --------------------------------------------------------
     def _remove(self, t: _Trial, side: str, k: int) -> None:
         """Remove member k of one side from the trial's match (rank-one correction of that
         side's inverse; the other side's projections lose the lost direction)."""
         if side == "x":
-            ins, b, M, W, S, Gss, Gso, proj = t.inx, t.bx, self.Mx, t.wx, t.sx, self.Gxx, self.Gxy, t.q
+            ins, b, M, W, S, G, Gss, Gso, proj = (t.inx, t.bx, self.Mx, t.wx, t.sx, t.gx,
+                                                  self.Gxx, self.Gxy, t.q)
         else:
-            ins, b, M, W, S, Gss, Gso, proj = t.iny, t.by, self.My, t.wy, t.sy, self.Gyy, self.Gyx, t.p
+            ins, b, M, W, S, G, Gss, Gso, proj = (t.iny, t.by, self.My, t.wy, t.sy, t.gy,
+                                                  self.Gyy, self.Gyx, t.p)
         ins[k] = False
+        t.out += 1
         if not b[k]:  # a dependent member: the span is unchanged
+            if side == "x":
+                t.ndx -= 1
+            else:
+                t.ndy -= 1
             return
         m = M[k].copy()
-        for w, s in zip(W, S):
-            m -= (s * w[k]) * w
+        if len(W) > 2:
+            Wa = np.asarray(W)
+            m -= (Wa[:, k] * np.asarray(S)) @ Wa
+        else:
+            for w, s in zip(W, S):
+                m -= (s * w[k]) * w
         piv = m[k]
         b[k] = False
+        G.append(k)
         w = m / np.sqrt(piv)
         W.append(w)
         S.append(1.0)
         r = w @ Gso  # every other-side neuron's component along the lost direction
         proj -= r * r
-        dep = ins & ~b
-        if dep.any():  # a dependent member that restores the lost direction joins the basis
-            cand = np.flatnonzero(dep)
-            c = (w @ Gss[:, cand]) ** 2
-            j = int(np.argmax(c))
-            if c[j] > RANK_TOL:
-                s_new = int(cand[j])
-                g = Gss[:, s_new] * b  # only basis members carry the inverse
-                mg = M @ g
-                for ww, ss in zip(W, S):
-                    mg -= (ss * (ww @ g)) * ww
-                sigma = 1.0 - g @ mg  # its squared distance to the span without k
-                mg[s_new] -= 1.0
-                w = mg / np.sqrt(sigma)
-                W.append(w)
-                S.append(-1.0)
-                b[s_new] = True
-                r = w @ Gso
-                proj += r * r
+        if (t.ndx if side == "x" else t.ndy) == 0:
+            return
+        # a dependent member that restores the lost direction joins the basis
+        cand = np.flatnonzero(ins & ~b)
+        c = (w @ Gss[:, cand]) ** 2
+        j = int(np.argmax(c))
+        if c[j] > RANK_TOL:
+            s_new = int(cand[j])
+            g = Gss[:, s_new] * b  # only basis members carry the inverse
+            mg = M @ g
+            for ww, ss in zip(W, S):
+                mg -= (ss * (ww @ g)) * ww
+            sigma = 1.0 - g @ mg  # its squared distance to the span without k
+            mg[s_new] -= 1.0
+            w = mg / np.sqrt(sigma)
+            W.append(w)
+            S.append(-1.0)
+            b[s_new] = True
+            if side == "x":
+                t.ndx -= 1
+            else:
+                t.ndy -= 1
+            r = w @ Gso
+            proj += r * r
 
     def trial(self, side: str, k: int, stop: tuple[str, int] | None) -> _Trial | None:
         """Remove member k of ``side`` and cascade to the maximum match inside what is left
@@ -263,39 +298,61 @@ class _State:
         ``stop`` (v, as a compact (side, index)) leaves."""
         thr = self.eng.thr
         t = _Trial(self)
+        stop_in = None if stop is None else (t.inx if stop[0] == "x" else t.iny)
         self._remove(t, side, k)
+        # a removal on one side changes only the other side's projections
+        check_x, check_y = side == "y", side == "x"
         while True:
-            if stop is not None and not (t.inx if stop[0] == "x" else t.iny)[stop[1]]:
+            if stop_in is not None and not stop_in[stop[1]]:
                 return None
-            vx = np.flatnonzero(t.inx & (1.0 - t.p > thr))
-            vy = np.flatnonzero(t.iny & (1.0 - t.q > thr))
+            vx = np.flatnonzero(t.inx & (t.p < 1.0 - thr)) if check_x else ()
+            vy = np.flatnonzero(t.iny & (t.q < 1.0 - thr)) if check_y else ()
             if not (len(vx) or len(vy)):
                 return t
-            if stop is not None and stop[1] in (vx if stop[0] == "x" else vy):
+            if stop_in is not None and stop[1] in (vx if stop[0] == "x" else vy):
                 return None
-            for j in vx:
-                self._remove(t, "x", int(j))
-            for j in vy:
-                self._remove(t, "y", int(j))
+            if stop is not None and stop[0] == "y" and len(vx):
+                # v's projection only falls: stop the round as soon as it violates, removing
+                # first the violators most correlated with v
+                vx = vx[np.argsort(-np.abs(self.Gxy[vx, stop[1]]))]
+                for j in vx:
+                    self._remove(t, "x", int(j))
+                    if t.q[stop[1]] < 1.0 - thr:
+                        return None
+            else:
+                for j in vx:
+                    self._remove(t, "x", int(j))
+            if stop is not None and stop[0] == "x" and len(vy):
+                vy = vy[np.argsort(-np.abs(self.Gyx[vy, stop[1]]))]
+                for j in vy:
+                    self._remove(t, "y", int(j))
+                    if t.p[stop[1]] < 1.0 - thr:
+                        return None
+            else:
+                for j in vy:
+                    self._remove(t, "y", int(j))
+            check_x, check_y = len(vy) > 0, len(vx) > 0
 
     def commit(self, t: _Trial) -> None:
-        for W, S, M in ((t.wx, t.sx, self.Mx), (t.wy, t.sy, self.My)):
+        for W, S, M, gone in ((t.wx, t.sx, self.Mx, t.gx), (t.wy, t.sy, self.My, t.gy)):
             if W:
                 A = np.asarray(W)
-                M -= (A.T * np.asarray(S)) @ A
-        gone_x = self.bx & ~t.bx
-        gone_y = self.by & ~t.by
-        self.Mx[gone_x] = 0.0
-        self.Mx[:, gone_x] = 0.0
-        self.My[gone_y] = 0.0
-        self.My[:, gone_y] = 0.0
+                # in place on the (symmetric) matrix's Fortran view: no temporary n×n array
+                blas.dgemm(-1.0, A.T * np.asarray(S), A, beta=1.0, c=M.T, overwrite_c=True)
+                M[gone] = 0.0
+                M[:, gone] = 0.0
         self.inx, self.iny, self.bx, self.by, self.p, self.q = t.inx, t.iny, t.bx, t.by, t.p, t.q
+        self.ndx, self.ndy = t.ndx, t.ndy
+        self.n -= t.out
         self.updates += len(t.wx) + len(t.wy)
 
     def maybe_rebuilt(self) -> "_State":
-        n = int(self.inx.sum() + self.iny.sum())
-        if (n <= SHRINK * self.size and self.size - n >= MIN_SHRINK) or self.updates >= REBUILD_UPDATES:
-            return self.rebuilt()
+        """Recomputed from G after REBUILD_UPDATES updates (rounding stays bounded), else
+        compacted once the match has shrunk enough."""
+        if self.updates >= REBUILD_UPDATES:
+            return _State(self.eng, *self.members())
+        if self.n <= SHRINK * self.size and self.size - self.n >= MIN_SHRINK:
+            return self.compacted()
         return self
 
 
@@ -519,7 +576,7 @@ class SimpleMatchEngine:
             for j in vy:
                 st._remove(t, "y", int(j))
             st.commit(t)
-            st = st.rebuilt()
+            st = _State(self, *st.members())
         mx, my = st.members()
         vside, vid = ("x", v) if v < self.nx else ("y", v - self.nx)
         if vid not in (mx if vside == "x" else my):
