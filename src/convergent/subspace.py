@@ -76,6 +76,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from convergent.device import resolve_device
+from convergent.subspace_simple import RANK_TOL  # noqa: F401 (Algorithm 2's bases; re-exported)
 from convergent.subspace_simple import progress_callback as _progress_callback
 
 
@@ -122,8 +123,6 @@ __all__ = [
 DEFAULT_ATOL = 1e-10
 #: eigenvalues of a unit-diagonal Gram block below this fraction of the largest are treated as 0
 RANK_RTOL = 1e-12
-#: a unit vector closer than this (squared distance) to a span counts as in it (Algorithm 2's bases)
-RANK_TOL = 1e-9
 #: the ε grid of the authors' code
 EPS_GRID = (0.15, 0.2, 0.25, 0.3, 0.5)
 
@@ -265,6 +264,7 @@ class SubspaceProblem:
         self.Gxy = G[: self.nx, self.nx:].contiguous()
         self.Gyx = self.Gxy.T.contiguous()
         self._max_cache: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+        self.last_engine_stats = None  # what the last simple-match search did (RunStats)
 
     # ---- naming -------------------------------------------------------------------------
     def _internal(self, v: Neuron) -> int | None:

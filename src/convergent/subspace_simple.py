@@ -55,8 +55,8 @@ from scipy.linalg import blas, lapack
 
 __all__ = ["SimpleMatchEngine", "RunStats", "RateLog", "progress_callback", "single_threaded"]
 
-#: keep in step with convergent.subspace.RANK_TOL: a unit vector closer than this (squared
-#: distance) to a span counts as in it
+#: a unit vector closer than this (squared distance) to a span counts as in it (Algorithm 2's
+#: bases, here and in the batched engine)
 RANK_TOL = 1e-9
 #: a run's state is rebuilt from G (fresh basis and inverses, compacted to the current match)
 #: when the match has shrunk to SHRINK of the universe it was built on (and by MIN_SHRINK

@@ -28,7 +28,7 @@ rule subspace:
         h5=[SUBSPACE_FILES["{layer}", a, b] for a, b in SUBSPACE_PAIRS + SUBSPACE_BASELINE],
     input:
         acts=[activations(net) for net in SUBSPACE_NETS],
-        code=library("activations", "device", "subspace"),
+        code=library("activations", "device", "subspace", "subspace_simple", "_subspace_batched"),
     params:
         # the study's and the baseline's keys only pick jobs and pairs: leaving them out spares
         # every layer a rerun when they change
