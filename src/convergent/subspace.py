@@ -733,7 +733,9 @@ def compare_layer(X, Y, *, layer: str, a: str = "a", b: str = "b", kind: str = "
     dx = np.zeros(len(draws), int)
     dy = np.zeros(len(draws), int)
     simple = {}
-    report = _stage_progress(progress, f"s(eps) on {len(draws)} draws of rows")
+    report = _stage_progress(progress, "s(eps), draws of rows")
+    if report is not None:
+        report(0, len(draws))
     for r, rows in enumerate(draws):
         P = SubspaceProblem(X if rows is None else X[rows], Y if rows is None else Y[rows],
                             device=device, atol=atol)
@@ -758,8 +760,8 @@ def compare_layer(X, Y, *, layer: str, a: str = "a", b: str = "b", kind: str = "
         else:
             for ep in simple_eps:
                 size = P.max_match(float(ep)).match.size
-                stage = (f"simple matches at eps={float(ep):g}: Algorithm 2 for {size} neurons"
-                         f" x {restarts} restarts")
+                stage = (f"simple matches at eps={float(ep):g}, Algorithm 2 runs ({size} neurons"
+                         f" x {restarts} restarts)")
                 sm = P.simple_matches(float(ep), restarts=restarts, seed=seed,
                                       progress=_stage_progress(progress, stage))
                 xs = np.zeros((len(sm.matches), X.shape[1]), bool)
@@ -787,23 +789,33 @@ def _stage_progress(progress, stage: str):
 
 def sample_size_curve(X, Y, sizes: Sequence[int | None], *, layer: str,
                       eps_grid: Sequence[float] = EPS_GRID, repeats: int = 16, seed: int = 0,
-                      device="auto", atol: float = DEFAULT_ATOL):
+                      device="auto", atol: float = DEFAULT_ATOL, progress=None):
     """s(ε) as the number of rows d grows (``None``: all rows), mean and spread over repeats.
 
     With d near the number of units, almost any vector is close to the span of the other
     network's units and s(ε) tends to 1 whatever the networks learned; the curve shows from
     which d on s(ε) measures the networks rather than the sample. Returns a DataFrame with
-    columns ``d, eps, mean, std, repeats``.
+    columns ``d, eps, mean, std, repeats``. ``progress``: None, True (a tqdm bar) or
+    ``callable(done, total)``, counted in draws of rows over all sizes.
     """
     import pandas as pd
 
     X, Y = np.asarray(X), np.asarray(Y)
     out = []
-    for size in sizes:
-        draws = sample_rows(len(X), size, repeats, seed, layer)
-        s = np.array([SubspaceProblem(X if r is None else X[r], Y if r is None else Y[r],
-                                      device=device, atol=atol).similarity_curve(eps_grid)
-                      for r in draws])
+    plan = [sample_rows(len(X), size, repeats, seed, layer) for size in sizes]
+    report = _progress_callback(progress, "s(eps) vs d, draws of rows")
+    total, done = sum(len(draws) for draws in plan), 0
+    if report is not None:
+        report(0, total)
+    for draws in plan:
+        curves = []
+        for r in draws:
+            curves.append(SubspaceProblem(X if r is None else X[r], Y if r is None else Y[r],
+                                          device=device, atol=atol).similarity_curve(eps_grid))
+            done += 1
+            if report is not None:
+                report(done, total)
+        s = np.array(curves)
         d = len(X) if draws[0] is None else len(draws[0])
         for e, ep in enumerate(eps_grid):
             out.append({"d": d, "eps": float(ep), "mean": s[:, e].mean(),

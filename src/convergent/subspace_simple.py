@@ -121,27 +121,29 @@ def progress_callback(progress, what: str) -> Progress | None:
 
 
 class RateLog:
-    """A ``callable(done, total)`` that prints one line per call at most every ``every`` seconds
-    (and at the end): what, how many of how many, the rate and the time left. Plain lines, so
-    ``tail -f`` on a job's log shows where it is."""
+    """A ``callable(done, total)`` that prints one line at most every ``every`` seconds (and at
+    the end): what is counted, how many of how many, the rate and the time left. Plain lines,
+    so ``tail -f`` on a job's log shows where it is. The clock starts at the first call
+    (``done`` = 0 at the start of the work gives the true rate)."""
 
-    def __init__(self, what: str, unit: str = "runs", every: float = 10.0, file=None):
-        self.what, self.unit, self.every = what, unit, every
-        self.file = file
-        self.began = time.perf_counter()
+    def __init__(self, what: str, every: float = 10.0, file=None):
+        self.what, self.every, self.file = what, every, file
+        self.began: float | None = None
         self.last = -np.inf
 
     def __call__(self, done: int, total: int) -> None:
         now = time.perf_counter()
-        if done < total and now - self.last < self.every:
+        if self.began is None:
+            self.began = now
+        if done == 0 or (done < total and now - self.last < self.every):
             return
         self.last = now
         spent = now - self.began
-        rate = done / spent if spent > 0 else 0.0
+        rate = done / spent if spent > 0 else float("nan")
         left = (total - done) / rate if rate > 0 else float("nan")
         tail = "done" if done >= total else f"~{left:.0f} s left"
-        print(f"{self.what}: {done}/{total} {self.unit}, {rate:.1f} {self.unit}/s, "
-              f"{spent:.0f} s, {tail}", file=self.file or sys.stderr, flush=True)
+        print(f"{self.what}: {done}/{total}, {rate:.3g}/s, {spent:.0f} s, {tail}",
+              file=self.file or sys.stderr, flush=True)
 
 
 def _basis_inverse(Gss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -489,6 +491,8 @@ class SimpleMatchEngine:
                progress: Progress | None = None):
         """The runs that need no search: v outside the base (None), and, with ``prove``, the
         runs the kill-set proof settles. Returns the results so far and the indices left."""
+        if progress is not None:
+            progress(0, len(vs))
         out: list = [None] * len(vs)
         todo = [k for k, v in enumerate(vs) if self._root_index(v) is not None]
         rest = todo

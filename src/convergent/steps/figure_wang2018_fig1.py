@@ -13,7 +13,8 @@ from convergent.subspace import read_pair_result, similarity_frame, summarize_si
 
 def main(inputs, outputs, params, log):
     layers = list(params.layers)
-    frame = similarity_frame(read_pair_result(p) for p in [*inputs.pairs, *inputs.baseline])
+    results = [read_pair_result(p) for p in [*inputs.pairs, *inputs.baseline]]
+    frame = similarity_frame(results)
     table = summarize_similarity(frame, layers)
     fig, ax = plt.subplots(figsize=(max(4.5, 0.6 * len(layers) + 2), 3.6))
     x = np.arange(len(layers))
@@ -35,9 +36,10 @@ def main(inputs, outputs, params, log):
             ax.axvspan(i - 0.4, i + 0.4, color="0.85", zorder=0, lw=0)
     if flagged:
         ratio = table.groupby("layer")["rows_per_unit"].min()
+        least = max(r.min_rows_per_unit for r in results)
         ax.fill_between([], [], color="0.85",
-                        label="† d/(n_x+n_y) below threshold: inflated by the sample\n  ("
-                        + ", ".join(f"{k} {ratio[k]:.1f}" for k in layers if k in flagged) + ")")
+                        label=f"† under {least:g} rows per unit: s(ε) inflated\n  by the sample ("
+                        + ", ".join(f"{k}: {ratio[k]:.1f}" for k in layers if k in flagged) + ")")
     ticks = [f"{k}†" if k in flagged else k for k in layers]
     crowded = len(layers) > 8
     ax.set_xticks(x, ticks, rotation=45 if crowded else 0, ha="right" if crowded else "center")

@@ -38,6 +38,8 @@ def main(inputs, outputs, params, log):
                     f"{r.sample_size / r.rows_per_unit:.0f} live units\n({r.rows_per_unit:.1f} per unit, "
                     f"below {r.min_rows_per_unit:g}):\nmatches there are a property of the sample",
                     ha="center", va="center", transform=ax.transAxes, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
         elif not any(len(s) for s in sizes.values()):
             ax.text(0.5, 0.5, "no simple matches at any ε", ha="center", transform=ax.transAxes)
         ax.set_xlim(left=0.5)

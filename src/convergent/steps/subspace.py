@@ -12,8 +12,10 @@ live unit (fewer rows make s(ε) a property of the sample: flagged in the result
 The log says which pair and which stage it is in, with a rate and the time left, as it goes.
 """
 
+import warnings
+
 from convergent.activations import layer_attrs, read_samples
-from convergent.subspace import compare_layer, write_pair_result
+from convergent.subspace import UndersampledWarning, compare_layer, write_pair_result
 from convergent.subspace_simple import RateLog
 
 
@@ -39,11 +41,16 @@ def main(inputs, outputs, params, log):
                 stages[stage] = RateLog(f"{layer} {a}-{b} {stage}")
             stages[stage](done, total)
 
-        result = compare_layer(
-            samples(a), samples(b), layer=layer, a=a, b=b, kind=kind, eps_grid=cfg["eps"],
-            sample_size=cfg["sample_size"], repeats=cfg["repeats"], seed=cfg["sample_seed"],
-            simple_eps=simple_eps if (a, b) in with_simple else (), restarts=cfg["restarts"],
-            min_rows_per_unit=cfg["min_rows_per_unit"], device=cfg["device"], progress=progress)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UndersampledWarning)
+            result = compare_layer(
+                samples(a), samples(b), layer=layer, a=a, b=b, kind=kind, eps_grid=cfg["eps"],
+                sample_size=cfg["sample_size"], repeats=cfg["repeats"], seed=cfg["sample_seed"],
+                simple_eps=simple_eps if (a, b) in with_simple else (), restarts=cfg["restarts"],
+                min_rows_per_unit=cfg["min_rows_per_unit"], device=cfg["device"],
+                progress=progress)
+        for w in caught:
+            print(f"WARNING: {w.message}", flush=True)
         write_pair_result(result, path)
         mean = result.similarity.mean(0)
         print(f"{layer} {a}-{b}: d={result.sample_size} x {result.repeats} repeats "

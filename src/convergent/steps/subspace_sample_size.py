@@ -11,6 +11,7 @@ import os
 
 from convergent.activations import read_samples
 from convergent.subspace import sample_size_curve
+from convergent.subspace_simple import RateLog
 
 
 def main(inputs, outputs, params, log):
@@ -21,7 +22,9 @@ def main(inputs, outputs, params, log):
     sizes = [s for s in sizes if s < len(X)] + ([None] if study["all_rows"] else [])
     frame = sample_size_curve(X, Y, sizes, layer=layer, eps_grid=cfg["eps"],
                               repeats=cfg["repeats"], seed=cfg["sample_seed"],
-                              device=cfg["device"])
+                              device=cfg["device"],
+                              progress=RateLog(f"{layer} {params.pair[0]}-{params.pair[1]} s(eps) "
+                                               f"at {len(sizes)} sample sizes, draws of rows"))
     frame.insert(0, "units_total", X.shape[1] + Y.shape[1])
     frame.insert(0, "min_rows_per_unit", cfg["min_rows_per_unit"])
     frame.insert(0, "units", n)
