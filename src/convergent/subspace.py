@@ -368,40 +368,34 @@ class SubspaceProblem:
 
     # ---- Algorithm 2 --------------------------------------------------------------------
     def _alg2(self, eps: float, base: tuple[np.ndarray, np.ndarray], vs: Sequence[int],
-              orders: Sequence[Sequence[int]], *, prove: bool = True,
+              orders: Sequence[Sequence[int]], *, prove: bool = True, batched: bool | None = None,
               progress=None) -> list[tuple[np.ndarray, np.ndarray] | None]:
         """Algorithm 2 for each (v, order) (internal ids) from the maximum match ``base`` of the
         universe: boolean masks over live X and Y, or None ("failure"). Runs the kill-set proof
         settles cost nothing more; the others are searched one by one on the CPU, or together
-        as one batched tensor program on CUDA (:mod:`convergent.subspace_simple`)."""
+        as one batched tensor program (``batched``, default on CUDA; the same sets either way,
+        :mod:`convergent.subspace_simple`)."""
         from convergent.subspace_simple import SimpleMatchEngine, single_threaded
 
+        if batched is None:
+            batched = self.device.type == "cuda"
         with single_threaded():
             engine = SimpleMatchEngine(self, eps, base)
-            if self.device.type != "cuda":
+            if not batched:
                 out = engine.run_many(vs, orders, prove=prove, progress=progress)
                 self.last_engine_stats = engine.stats
                 return out
             out, rest = engine.settle(vs, orders, prove=prove, progress=progress)
-        self.last_engine_stats = engine.stats
-        if rest:
-            from convergent._subspace_batched import batched_alg2
+            self.last_engine_stats = engine.stats
+            if rest:
+                from convergent._subspace_batched import batched_alg2
 
-            for k, masks in zip(rest, batched_alg2(self, eps, base, [vs[k] for k in rest],
-                                                   [orders[k] for k in rest])):
-                out[k] = masks
-            if progress is not None:
-                progress(len(vs), len(vs))
+                for k, masks in zip(rest, batched_alg2(self, eps, base, [vs[k] for k in rest],
+                                                       [orders[k] for k in rest])):
+                    out[k] = masks
+                if progress is not None:
+                    progress(len(vs), len(vs))
         return out
-
-    def min_match(self, v: Neuron, eps: float, *, order="index", seed=None) -> SubspaceMatch | None:
-        """Algorithm 2: one v-minimal match (Theorem 12), or ``None`` if v is in no match.
-
-        ``order``: ``"index"`` (X's columns then Y's), ``"random"`` (a permutation drawn from
-        ``seed``), or an explicit sequence of neurons. With ε = 0 and linearly independent
-        vectors the result is the unique v-minimum match whatever the order.
-        """
-        return self.min_matches([v], eps, order=order, seed=seed)[0]
 
     def _names(self, vs: Sequence[Neuron] | None) -> list[Neuron]:
         if vs is None:
