@@ -27,9 +27,9 @@ Hence the fast path: compute the kill sets K(u) of every u in M once per ε (one
 shared by every run and restart), join neurons that kill each other into components, take as
 candidate for (v, order) the result of Algorithm 2 inside v's component, and accept it when
 ``v in K(u)`` for all its other members. Where the maximum match is a union of weakly coupled
-groups (the planted benchmark layers, and the tight groups of real layers at small ε) this
-settles almost every run without a single further trial, and the proof makes the answer exact,
-not an approximation. A component that is itself a match and that every member's removal wipes
+groups (the planted benchmark layers) this settles every run without a single further trial;
+on real activations, whose simple matches are large and overlap, it settles few. The proof
+makes a settled answer exact, not an approximation. A component that is itself a match and that every member's removal wipes
 out entirely is the answer for each of its members in any order, without running anything.
 
 Runs the proof does not settle run Algorithm 2 in full (``_State``), restricted to the current
