@@ -397,6 +397,15 @@ class SubspaceProblem:
                     progress(len(vs), len(vs))
         return out
 
+    def min_match(self, v: Neuron, eps: float, *, order="index", seed=None) -> SubspaceMatch | None:
+        """Algorithm 2: one v-minimal match (Theorem 12), or ``None`` if v is in no match.
+
+        ``order``: ``"index"`` (X's columns then Y's), ``"random"`` (a permutation drawn from
+        ``seed``), or an explicit sequence of neurons. With ε = 0 and linearly independent
+        vectors the result is the unique v-minimum match whatever the order.
+        """
+        return self.min_matches([v], eps, order=order, seed=seed)[0]
+
     def _names(self, vs: Sequence[Neuron] | None) -> list[Neuron]:
         if vs is None:
             return [("x", int(i)) for i in self.live_x] + [("y", int(j)) for j in self.live_y]
