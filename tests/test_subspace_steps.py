@@ -30,6 +30,7 @@ CFG = {
     "sample_seed": 0,
     "simple_eps": None,
     "restarts": 2,
+    "min_rows_per_unit": 8,
     "baseline": "all",
     "device": "cpu",
     "sample_size_study": {"layer": None, "multiples": [1, 2, 10], "sizes": [500],

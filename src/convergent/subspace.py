@@ -49,9 +49,11 @@ current match minus one neuron; a removal only shrinks spans, so it is a rank-on
 threshold (the same greatest fixed point Algorithm 1 reaches in any removal order). When the
 removed neuron was in the basis, a dependent member with a component along the lost direction
 replaces it (a rank-one update), so dependent neurons (d < n, duplicates) need no special path.
-Many (v, order) runs are batched into one tensor program, on the GPU when there is one. A trial
-that loses v is rolled back; an accepted one is refreshed from ``G`` so rounding does not
-accumulate.
+Simple matches (Algorithm 2 for every neuron of the maximum match, §5.2) mostly need no search
+at all: a candidate is proved to be a run's result from the single-removal cascades of the
+maximum match, and the rest are searched lazily on a state that shrinks with the match
+(:mod:`convergent.subspace_simple`; on CUDA, as one batched tensor program,
+:mod:`convergent._subspace_batched`). Every path returns the same sets.
 
 Tolerance
 ---------
@@ -76,6 +78,8 @@ import torch
 
 from convergent.device import resolve_device
 from convergent.subspace_results import MaxMatch, MinimalMatches, Neuron, SimpleMatches, SubspaceMatch
+from convergent.subspace_simple import RANK_TOL  # noqa: F401 (Algorithm 2's bases; re-exported)
+from convergent.subspace_simple import progress_callback as _progress_callback
 
 __all__ = [
     "DEFAULT_ATOL",
@@ -96,10 +100,6 @@ __all__ = [
 DEFAULT_ATOL = 1e-10
 #: eigenvalues of a unit-diagonal Gram block below this fraction of the largest are treated as 0
 RANK_RTOL = 1e-12
-#: a unit vector closer than this (squared distance) to a span counts as in it (Algorithm 2's bases)
-RANK_TOL = 1e-9
-#: Algorithm 2 recomputes a run's inverses from G after this many rank-one updates
-REFRESH = 16
 #: the ε grid of the authors' code
 EPS_GRID = (0.15, 0.2, 0.25, 0.3, 0.5)
 
@@ -166,6 +166,7 @@ class SubspaceProblem:
         self.Gxy = G[: self.nx, self.nx:].contiguous()
         self.Gyx = self.Gxy.T.contiguous()
         self._max_cache: dict[float, tuple[np.ndarray, np.ndarray]] = {}
+        self.last_engine_stats = None  # what the last simple-match search did (RunStats)
 
     # ---- naming -------------------------------------------------------------------------
     def _internal(self, v: Neuron) -> int | None:
@@ -268,187 +269,35 @@ class SubspaceProblem:
         return np.array([self.similarity(e) for e in grid])
 
     # ---- Algorithm 2 --------------------------------------------------------------------
-    def _masked_inverse(self, Gss: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Batched inverse of the principal blocks of ``Gss`` picked by ``mask`` [B, n],
-        embedded in n×n with zeros outside."""
-        outer = mask[:, :, None] & mask[:, None, :]
-        eye = torch.diag_embed((~mask).to(Gss.dtype))
-        A = torch.where(outer, Gss.expand(mask.shape[0], -1, -1), 0.0) + eye
-        L, info = torch.linalg.cholesky_ex(A)
-        if bool((info != 0).any()):
-            raise np.linalg.LinAlgError("Gram block not positive definite")
-        return torch.where(outer, torch.cholesky_inverse(L), 0.0)
-
-    def _projections(self, MX, MY):
-        """|proj of each y onto span(X_b)|² and of each x onto span(Y_b)| (unit vectors)."""
-        q = ((self.Gyx @ MX) * self.Gyx).sum(-1)  # [B, ny]
-        p = ((self.Gxy @ MY) * self.Gxy).sum(-1)  # [B, nx]
-        return p, q
-
-    def _basis(self, Gss, mask: np.ndarray) -> np.ndarray:
-        """Greedy pivoted Cholesky: members of ``mask`` spanning what it spans, each at squared
-        distance >= RANK_TOL from the span of those picked before it (unit vectors)."""
-        G = Gss.cpu().numpy()
-        idx = np.flatnonzero(mask)
-        res = np.ones(len(idx))
-        L = np.zeros((len(idx), 0))
-        basis = np.zeros(len(mask), bool)
-        while len(idx):
-            k = int(np.argmax(res))
-            if res[k] < RANK_TOL:
-                break
-            col = (G[idx, idx[k]] - L @ L[k]) / np.sqrt(res[k])
-            L = np.c_[L, col]
-            res = res - col * col
-            res[k] = -np.inf
-            basis[idx[k]] = True
-        return basis
-
     def _alg2(self, eps: float, base: tuple[np.ndarray, np.ndarray], vs: Sequence[int],
-              orders: Sequence[Sequence[int]]) -> list[tuple[np.ndarray, np.ndarray] | None]:
-        """Algorithm 2 for each (v, order) from the maximum match ``base`` of the universe."""
-        xm, ym = base
-        out: list = [None] * len(vs)
-        todo = [k for k, v in enumerate(vs)
-                if (xm[v] if v < self.nx else ym[v - self.nx])]
-        if not todo:
-            return out
-        # per batch element: two inverses plus their snapshot
-        per = 8 * 2 * (self.nx**2 + self.ny**2) + 64 * (self.nx + self.ny)
-        budget = (2 << 30) if self.device.type == "cuda" else (256 << 20)
-        chunk = max(1, budget // per)
-        threads = torch.get_num_threads()
-        if self.device.type == "cpu":
-            # the loop is thousands of small, memory-bound tensor ops: extra intra-op threads
-            # only add synchronisation (30x slower on 2 shared, busy cores, measured)
-            torch.set_num_threads(1)
-        try:
-            for s in range(0, len(todo), chunk):
-                ks = todo[s:s + chunk]
-                res = self._alg2_batch(eps, base, [vs[k] for k in ks], [orders[k] for k in ks])
-                for k, r in zip(ks, res):
-                    out[k] = r
-        finally:
-            torch.set_num_threads(threads)
+              orders: Sequence[Sequence[int]], *, prove: bool = True, batched: bool | None = None,
+              progress=None) -> list[tuple[np.ndarray, np.ndarray] | None]:
+        """Algorithm 2 for each (v, order) (internal ids) from the maximum match ``base`` of the
+        universe: boolean masks over live X and Y, or None ("failure"). Runs the kill-set proof
+        settles cost nothing more; the others are searched one by one on the CPU, or together
+        as one batched tensor program (``batched``, default on CUDA; the same sets either way,
+        :mod:`convergent.subspace_simple`)."""
+        from convergent.subspace_simple import SimpleMatchEngine, single_threaded
+
+        if batched is None:
+            batched = self.device.type == "cuda"
+        with single_threaded():
+            engine = SimpleMatchEngine(self, eps, base)
+            if not batched:
+                out = engine.run_many(vs, orders, prove=prove, progress=progress)
+                self.last_engine_stats = engine.stats
+                return out
+            out, rest = engine.settle(vs, orders, prove=prove, progress=progress)
+            self.last_engine_stats = engine.stats
+            if rest:
+                from convergent._subspace_batched import batched_alg2
+
+                for k, masks in zip(rest, batched_alg2(self, eps, base, [vs[k] for k in rest],
+                                                       [orders[k] for k in rest])):
+                    out[k] = masks
+                if progress is not None:
+                    progress(len(vs), len(vs))
         return out
-
-    def _alg2_batch(self, eps, base, vs, orders):
-        dev, nx, ny = self.device, self.nx, self.ny
-        n, B = nx + ny, len(vs)
-        thr = eps * eps + self.atol
-        inX = torch.as_tensor(base[0], device=dev)[None].repeat(B, 1)
-        inY = torch.as_tensor(base[1], device=dev)[None].repeat(B, 1)
-        bX = torch.as_tensor(self._basis(self.Gxx, base[0]), device=dev)[None].repeat(B, 1)
-        bY = torch.as_tensor(self._basis(self.Gyy, base[1]), device=dev)[None].repeat(B, 1)
-        MX = self._masked_inverse(self.Gxx, bX[:1]).repeat(B, 1, 1)
-        MY = self._masked_inverse(self.Gyy, bY[:1]).repeat(B, 1, 1)
-        p, q = self._projections(MX[:1], MY[:1])
-        p, q = p.repeat(B, 1), q.repeat(B, 1)
-        big = n + 1
-        rank = torch.full((B, n), big, dtype=torch.long)
-        for b, o in enumerate(orders):
-            rank[b, torch.as_tensor(list(o), dtype=torch.long)] = torch.arange(len(o))
-        rank = rank.to(dev)
-        v = torch.as_tensor(list(vs), device=dev)
-        ar = torch.arange(B, device=dev)
-        changes = torch.zeros(B, dtype=torch.long, device=dev)  # basis updates since refresh
-        checked = torch.zeros(B, n, dtype=torch.bool, device=dev)
-        checked[ar, v] = True  # removing v itself can only lose v
-
-        def v_alive():
-            return torch.cat([inX, inY], 1)[ar, v]
-
-        neg = torch.tensor(-1.0, dtype=torch.float64, device=dev)
-
-        def drop(mask, u, inS, bS, MS, Gss, Gso, proj):
-            """Remove neuron u of one side (S) from the runs in ``mask``; ``proj`` holds the
-            squared projections of the other side's neurons onto span(S)."""
-            b = torch.nonzero(mask).flatten()
-            if b.numel() == 0:
-                return
-            ub = u[b]
-            inS[b, ub] = False
-            isb = bS[b, ub]  # a dependent member leaves the span as it was
-            b, ub = b[isb], ub[isb]
-            if b.numel() == 0:
-                return
-            m = MS[b, ub]  # row u of G_BB⁻¹
-            piv = m.gather(1, ub[:, None])  # 1 / dist²(u, span(B - u))
-            r = m @ Gso  # (component of each other-side neuron along the lost direction) √piv
-            proj[b] -= r * r / piv
-            c = (m @ Gss) ** 2 / piv  # members' squared distance to span(B - u)
-            # rank-one downdate of the whole batch in place (zero rows for the other runs):
-            # cheaper than gathering and scattering the runs' n×n blocks
-            left = torch.zeros(B, MS.shape[1], dtype=MS.dtype, device=dev)
-            right = torch.zeros_like(left)
-            left[b], right[b] = -m / piv, m
-            MS.baddbmm_(left[:, :, None], right[:, None, :])
-            MS[b, ub] = 0.0
-            MS[b, :, ub] = 0.0
-            bS[b, ub] = False
-            changes[b] += 1
-            c = torch.where(inS[b] & ~bS[b], c, neg)
-            cbest, sb = c.max(1)
-            add = cbest > RANK_TOL  # a dependent member restores the lost direction
-            if bool(add.any()):
-                ba, sa = b[add], sb[add]
-                g = Gss[:, sa].T  # [ka, n]
-                mg = torch.bmm(MS[ba], g[:, :, None]).squeeze(-1)  # G_BB⁻¹ g_Bs
-                sigma = 1.0 - (g * mg).sum(1, keepdim=True)  # dist²(s, span(B - u))
-                mg[torch.arange(len(ba), device=dev), sa] -= 1.0
-                left.zero_()
-                right.zero_()
-                left[ba], right[ba] = mg / sigma, mg
-                MS.baddbmm_(left[:, :, None], right[:, None, :])
-                rr = mg @ Gso
-                proj[ba] += rr * rr / sigma
-                bS[ba, sa] = True
-
-        def drop_x(mask, u):
-            drop(mask, u, inX, bX, MX, self.Gxx, self.Gxy, q)
-
-        def drop_y(mask, u):
-            drop(mask, u, inY, bY, MY, self.Gyy, self.Gyx, p)
-
-        while True:
-            cand = torch.cat([inX, inY], 1) & ~checked
-            key = torch.where(cand, rank, big)
-            kmin, u = key.min(1)
-            act = kmin < big
-            if not bool(act.any()):
-                break
-            checked[ar[act], u[act]] = True
-            snap = (MX.clone(), MY.clone(), p.clone(), q.clone(), inX.clone(), inY.clone(),
-                    bX.clone(), bY.clone(), changes.clone())
-            drop_x(act & (u < nx), u)
-            drop_y(act & (u >= nx), (u - nx).clamp(min=0))
-            while True:  # the nested Algorithm 1: cascade until nothing violates
-                alive = act & v_alive()
-                vx = inX & alive[:, None] & (1.0 - p > thr)
-                vy = inY & alive[:, None] & (1.0 - q > thr)
-                hx, hy = vx.any(1), vy.any(1)
-                if not bool(hx.any() or hy.any()):
-                    break
-                drop_x(hx, torch.where(vx, 1.0 - p, neg).argmax(1))
-                drop_y(hy, torch.where(vy, 1.0 - q, neg).argmax(1))
-            ok = act & v_alive()
-            bad = act & ~ok
-            if bool(bad.any()):
-                MX[bad], MY[bad] = snap[0][bad], snap[1][bad]
-                p[bad], q[bad] = snap[2][bad], snap[3][bad]
-                inX[bad], inY[bad] = snap[4][bad], snap[5][bad]
-                bX[bad], bY[bad] = snap[6][bad], snap[7][bad]
-            # refresh accepted states after REFRESH basis changes, so rounding does not
-            # accumulate (an O(n³) refresh per trial would cost more than the trials)
-            fresh = ok & (changes >= REFRESH)
-            if bool(fresh.any()):
-                MX[fresh] = self._masked_inverse(self.Gxx, bX[fresh])
-                MY[fresh] = self._masked_inverse(self.Gyy, bY[fresh])
-                p[fresh], q[fresh] = self._projections(MX[fresh], MY[fresh])
-                changes[fresh] = 0
-            changes[bad] = snap[8][bad]
-        inX, inY = inX.cpu().numpy(), inY.cpu().numpy()
-        return [(inX[b], inY[b]) for b in range(B)]
 
     def min_match(self, v: Neuron, eps: float, *, order="index", seed=None) -> SubspaceMatch | None:
         """Algorithm 2: one v-minimal match (Theorem 12), or ``None`` if v is in no match.
@@ -459,29 +308,41 @@ class SubspaceProblem:
         """
         return self.min_matches([v], eps, order=order, seed=seed)[0]
 
-    def min_matches(self, vs: Sequence[Neuron] | None, eps: float, *, order="random",
-                    seed=None, restarts: int = 1) -> list[SubspaceMatch | None]:
-        """Algorithm 2 for many neurons at once (batched), ``restarts`` runs per neuron.
-
-        ``vs=None`` means every live neuron. With ``order="random"`` each run draws its own
-        permutation from one generator seeded by ``seed``; results are listed restart-major.
-        """
-        eps = self._check_eps(eps)
+    def _names(self, vs: Sequence[Neuron] | None) -> list[Neuron]:
         if vs is None:
-            vs = [("x", int(i)) for i in self.live_x] + [("y", int(j)) for j in self.live_y]
+            return [("x", int(i)) for i in self.live_x] + [("y", int(j)) for j in self.live_y]
+        return list(vs)
+
+    def _runs(self, vs, order, seed, restarts) -> list[tuple[int, int, list[int]]]:
+        """(output slot, internal id, pick order) of each run, restart-major; each random run
+        draws its own permutation from one generator seeded by ``seed``."""
+        vs = self._names(vs)
         ids = [self._internal(v) for v in vs]
         n = self.nx + self.ny
         rng = np.random.default_rng(seed)
         random = isinstance(order, str) and order == "random"
         fixed = None if random else self._order(order, seed)
-        runs = []  # (output slot, internal id, pick order)
+        runs = []
         for r in range(restarts):
             for k, i in enumerate(ids):
                 if i is not None:
                     runs.append((r * len(vs) + k, i, list(rng.permutation(n)) if random else fixed))
+        return runs
+
+    def min_matches(self, vs: Sequence[Neuron] | None, eps: float, *, order="random",
+                    seed=None, restarts: int = 1, progress=None) -> list[SubspaceMatch | None]:
+        """Algorithm 2 for many neurons at once, ``restarts`` runs per neuron.
+
+        ``vs=None`` means every live neuron. With ``order="random"`` each run draws its own
+        permutation from one generator seeded by ``seed``; results are listed restart-major.
+        ``progress``: None, True (a tqdm bar) or ``callable(done, total)`` as runs finish.
+        """
+        eps = self._check_eps(eps)
+        runs = self._runs(vs, order, seed, restarts)
         res = self._alg2(eps, self._max_masks_cached(eps), [i for _, i, _ in runs],
-                         [o for _, _, o in runs])
-        out: list = [None] * (len(vs) * restarts)
+                         [o for _, _, o in runs], prove=len(runs) > 1,
+                         progress=_progress_callback(progress, "Algorithm 2 runs"))
+        out: list = [None] * (len(self._names(vs)) * restarts)
         for (slot, _, _), masks in zip(runs, res):
             out[slot] = None if masks is None else self._to_match(*masks)
         return out
@@ -526,7 +387,7 @@ class SubspaceProblem:
                     else:
                         uy[u - self.nx] = False
                 base = self._max_match_masks(eps, ux, uy) if R else self._max_masks_cached(eps)
-                res = self._alg2(eps, base, [vi], [ordr])[0]
+                res = self._alg2(eps, base, [vi], [ordr], prove=False)[0]
                 if res is not None:
                     new = res
                     break
@@ -535,12 +396,14 @@ class SubspaceProblem:
             found.append(new)
 
     def simple_matches(self, eps: float, *, method: str = "random", restarts: int = 1,
-                       seed=0, budget: int = 1000) -> SimpleMatches:
+                       seed=0, budget: int = 1000, progress=None) -> SimpleMatches:
         """All simple matches (Theorem 10: the v-minimal matches over all v, de-duplicated).
 
         ``method="random"`` is §5.2's estimate: randomized Algorithm 2, ``restarts`` runs per
         neuron of the maximum match. ``method="exhaustive"`` runs Algorithm 3 for every neuron
         (``budget`` Algorithm-2 calls per neuron; ``complete`` says whether all finished).
+        ``progress``: None, True (a tqdm bar) or ``callable(done, total)``, counted in runs
+        (random) or neurons (exhaustive).
         """
         eps = self._check_eps(eps)
         mm = self.max_match(eps)
@@ -548,16 +411,20 @@ class SubspaceProblem:
         counts: dict[SubspaceMatch, int] = {}
         complete = False
         if method == "random":
-            for m in self.min_matches(vs, eps, order="random", seed=seed, restarts=restarts):
+            for m in self.min_matches(vs, eps, order="random", seed=seed, restarts=restarts,
+                                      progress=progress):
                 if m is not None:
                     counts[m] = counts.get(m, 0) + 1
         elif method == "exhaustive":
             complete = True
-            for v in vs:
+            report = _progress_callback(progress, "Algorithm 3 neurons")
+            for k, v in enumerate(vs):
                 r = self.all_min_matches(v, eps, budget=budget)
                 complete &= r.complete
                 for m in r.matches:
                     counts[m] = counts.get(m, 0) + 1
+                if report is not None:
+                    report(k + 1, len(vs))
         else:
             raise ValueError(f"method is 'random' or 'exhaustive', got {method!r}")
         ms = sorted(counts, key=lambda m: (m.size, m.x, m.y))

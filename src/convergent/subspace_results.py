@@ -5,7 +5,7 @@ Torch-free, and free of the algorithms (:mod:`convergent.subspace`): the figure 
 import only this module, so they start fast and do not rerun when an algorithm's code changes.
 
 File ``subspace/{layer}/{a}-{b}.h5`` (:func:`write_pair_result`, :func:`read_pair_result`): attrs
-``layer, a, b, kind, n_rows, sample_size, restarts, repeats``; datasets ``eps`` ``[E]``,
+``layer, a, b, kind, n_rows, sample_size, restarts, repeats, min_rows_per_unit``; datasets ``eps`` ``[E]``,
 ``similarity`` ``[repeats, E]``, ``dropped_x``/``dropped_y`` ``[repeats]``, ``match_x``/``match_y``
 (bool ``[repeats, E, units]``), and group ``simple/{i}`` per ε with attr ``eps`` and datasets
 ``x``/``y`` (bool ``[matches, units]``) and ``counts``.
@@ -122,10 +122,23 @@ class PairResult:
     dropped_y: np.ndarray
     simple: dict = field(default_factory=dict)
     restarts: int = 0
+    min_rows_per_unit: float = 0.0  # the threshold the run used; 0 in files written before it
 
     @property
     def repeats(self) -> int:
         return self.similarity.shape[0]
+
+    @property
+    def rows_per_unit(self) -> float:
+        """d / (n_x + n_y), live units of the first draw (the one simple matches use)."""
+        live = (self.match_x.shape[2] - int(self.dropped_x[0])
+                + self.match_y.shape[2] - int(self.dropped_y[0]))
+        return self.sample_size / max(live, 1)
+
+    @property
+    def undersampled(self) -> bool:
+        """Too few rows for subspace matches to mean something (see ``compare_layer``)."""
+        return self.rows_per_unit < self.min_rows_per_unit
 
     def simple_sizes(self, eps: float) -> np.ndarray:
         """|X| + |Y| of each distinct simple match found at ε (Wang Fig. 2)."""
@@ -138,7 +151,8 @@ def write_pair_result(result: PairResult, path: str | os.PathLike) -> None:
     import h5py
 
     with atomic_output(path) as tmp, h5py.File(tmp, "w") as h5:
-        for k in ("layer", "a", "b", "kind", "n_rows", "sample_size", "restarts"):
+        for k in ("layer", "a", "b", "kind", "n_rows", "sample_size", "restarts",
+                  "min_rows_per_unit"):
             h5.attrs[k] = getattr(result, k)
         h5.attrs["repeats"] = result.repeats
         for k in ("eps", "similarity", "dropped_x", "dropped_y"):
@@ -165,7 +179,7 @@ def read_pair_result(path: str | os.PathLike) -> PairResult:
                           int(at["n_rows"]), int(at["sample_size"]), h5["eps"][()],
                           h5["similarity"][()], h5["match_x"][()], h5["match_y"][()],
                           h5["dropped_x"][()], h5["dropped_y"][()], simple,
-                          int(at["restarts"]))
+                          int(at["restarts"]), float(at.get("min_rows_per_unit", 0.0)))
 
 
 def similarity_frame(results: Iterable[PairResult]):
@@ -181,7 +195,8 @@ def similarity_frame(results: Iterable[PairResult]):
                          "s": r.similarity[:, e].mean(), "s_std_repeats": r.similarity[:, e].std(),
                          "d": r.sample_size, "repeats": r.repeats, "units_a": r.match_x.shape[2],
                          "units_b": r.match_y.shape[2], "dead_a": int(r.dropped_x.max()),
-                         "dead_b": int(r.dropped_y.max())})
+                         "dead_b": int(r.dropped_y.max()), "rows_per_unit": r.rows_per_unit,
+                         "undersampled": r.undersampled})
     return pd.DataFrame(rows)
 
 
@@ -206,6 +221,8 @@ def summarize_similarity(frame, layers: Sequence[str]):
                               "s_std_repeats": "baseline_std_repeats"})
         out = out.merge(b, on=keys, how="left")
     first = frame.groupby("layer")[["d", "repeats", "units_a"]].first()
+    first = first.join(frame.groupby("layer").agg(rows_per_unit=("rows_per_unit", "min"),
+                                                  undersampled=("undersampled", "any")))
     out = out.join(first, on="layer")
     out["pairs"] = out["pairs"].astype(int)
     order = {name: i for i, name in enumerate(layers)}

@@ -59,7 +59,8 @@ rule subspace_sample_size:
         b=activations("seed{b}"),
     params:
         code=code("subspace_sample_size"),
-        cfg=section("subspace", keep=("eps", "repeats", "sample_seed", "device", "sample_size_study")),
+        cfg=section("subspace", keep=("eps", "repeats", "sample_seed", "device", "sample_size_study",
+                                      "min_rows_per_unit")),
         layer=lambda wc: wc.layer,
         pair=lambda wc: (int(wc.a), int(wc.b)),
     log:

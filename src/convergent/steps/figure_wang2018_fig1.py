@@ -1,7 +1,8 @@
 """Rule `figure_wang2018_fig1`: Wang et al. 2018 Fig. 1, the maximum matching similarity s(ε) of
 every layer along the network, one line per ε, mean over all seed pairs with the spread over
 pairs as error bars; the trained-vs-untrained baseline (the paper's supplement) as dashed lines
-on the same axes."""
+on the same axes. Layers with fewer than `subspace.min_rows_per_unit` rows per unit are shaded
+and marked † (their s(ε) is inflated by the sample)."""
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -12,7 +13,8 @@ from convergent.subspace_results import read_pair_result, similarity_frame, summ
 
 def main(inputs, outputs, params, log):
     layers = list(params.layers)
-    frame = similarity_frame(read_pair_result(p) for p in [*inputs.pairs, *inputs.baseline])
+    results = [read_pair_result(p) for p in [*inputs.pairs, *inputs.baseline]]
+    frame = similarity_frame(results)
     table = summarize_similarity(frame, layers)
     fig, ax = plt.subplots(figsize=(max(4.5, 0.6 * len(layers) + 2), 3.6))
     x = np.arange(len(layers))
@@ -26,8 +28,21 @@ def main(inputs, outputs, params, log):
                         color=color, marker="x", ms=4, ls="--", capsize=2, alpha=0.8)
     if len(inputs.baseline):
         ax.plot([], [], "k--x", label="trained vs untrained")
+    # layers with too few rows per unit: s(eps) there is inflated by the sample, not the nets
+    flagged = set(table.loc[table["undersampled"].astype(bool), "layer"]) \
+        if "undersampled" in table else set()
+    for i, layer in enumerate(layers):
+        if layer in flagged:
+            ax.axvspan(i - 0.4, i + 0.4, color="0.85", zorder=0, lw=0)
+    if flagged:
+        ratio = table.groupby("layer")["rows_per_unit"].min()
+        least = max(r.min_rows_per_unit for r in results)
+        ax.fill_between([], [], color="0.85",
+                        label=f"† under {least:g} rows per unit: s(ε) inflated\n  by the sample ("
+                        + ", ".join(f"{k}: {ratio[k]:.1f}" for k in layers if k in flagged) + ")")
+    ticks = [f"{k}†" if k in flagged else k for k in layers]
     crowded = len(layers) > 8
-    ax.set_xticks(x, layers, rotation=45 if crowded else 0, ha="right" if crowded else "center")
+    ax.set_xticks(x, ticks, rotation=45 if crowded else 0, ha="right" if crowded else "center")
     ax.set_xlabel("layer (input → output)")
     ax.set_ylabel("maximum matching similarity s(ε)")
     ax.set_ylim(-0.03, 1.03)

@@ -1,6 +1,7 @@
 """Rule `figure_wang2018_fig2`: Wang et al. 2018 Fig. 2, the distribution of simple-match sizes
 |X| + |Y| for the layer nearest the input and the one nearest the output, one histogram per ε,
-pooled over the seed pairs (distinct simple matches found by randomized Algorithm 2, §5.2)."""
+pooled over the seed pairs (distinct simple matches found by randomized Algorithm 2, §5.2). A
+layer with too few rows per unit gets no search; its panel says so."""
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -30,14 +31,25 @@ def main(inputs, outputs, params, log):
             else:
                 ax.hist(sizes[e], bins=30, histtype="step", lw=1.5, color=color, label=label,
                         weights=np.full(len(sizes[e]), 1 / max(1, len(rs))))
-        if not any(len(s) for s in sizes.values()):
+        skipped = [r for r in results if r.layer == layer and r.undersampled]
+        if skipped and not rs:
+            r = skipped[0]
+            ax.text(0.5, 0.5, f"no simple-match search:\nd = {r.sample_size:,} rows for "
+                    f"{r.sample_size / r.rows_per_unit:.0f} live units\n({r.rows_per_unit:.1f} per unit, "
+                    f"below {r.min_rows_per_unit:g}):\nmatches there are a property of the sample",
+                    ha="center", va="center", transform=ax.transAxes, fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        elif not any(len(s) for s in sizes.values()):
             ax.text(0.5, 0.5, "no simple matches at any ε", ha="center", transform=ax.transAxes)
         ax.set_xlim(left=0.5)
-        units = rs[0].match_x.shape[2] + rs[0].match_y.shape[2] if rs else 0
+        of_layer = [r for r in results if r.layer == layer]
+        units = of_layer[0].match_x.shape[2] + of_layer[0].match_y.shape[2] if of_layer else 0
         ax.set_title(f"{layer} ({units} units in the two nets)", fontsize=9)
         ax.set_xlabel("simple match size |X| + |Y|")
         ax.set_ylabel("simple matches per seed pair")
-        ax.legend(fontsize=7)
+        if eps_all:
+            ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     fig.suptitle("Wang et al. Fig. 2: sizes of simple matches nearest the input and the output",
                  fontsize=9)

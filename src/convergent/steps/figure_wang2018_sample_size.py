@@ -1,6 +1,7 @@
 """Rule `figure_wang2018_sample_size`: s(ε) of one layer as the number of sampled rows d grows,
 one line per ε with the spread over repeats, the unit count marked: with d near the number of
-units almost anything matches, so choose d where the curves have settled."""
+units almost anything matches, so choose d where the curves have settled. The dashed line is the
+`subspace.min_rows_per_unit` threshold below which results are flagged."""
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -19,6 +20,10 @@ def main(inputs, outputs, params, log):
                     label=f"ε = {eps:g}")
     units = int(frame["units"].iloc[0])
     ax.axvline(units, color="gray", ls=":", label=f"d = units ({units})")
+    if "min_rows_per_unit" in frame and frame["min_rows_per_unit"].iloc[0] > 0:
+        k, total = float(frame["min_rows_per_unit"].iloc[0]), int(frame["units_total"].iloc[0])
+        ax.axvline(k * total, color="firebrick", ls="--",
+                   label=f"d = {k:g}(n_x+n_y) = {k * total:,.0f}:\nflagged below")
     ax.set_xscale("log")
     ds = sorted(frame["d"].unique())
     ax.set_xticks(ds, [f"{d:,}" for d in ds], rotation=45, ha="right", fontsize=7)

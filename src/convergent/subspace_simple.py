@@ -1,0 +1,592 @@
+"""Simple matches at paper width: exact Algorithm 2 for many (v, order) runs (Wang et al. 2018,
+Algorithms 2-3 and the randomized search of §5.2).
+
+:meth:`convergent.subspace.SubspaceProblem.simple_matches` runs Algorithm 2 once per neuron v of
+the maximum match M and per restart, each run with its own random order. Every run returns the
+same set as the batched engine it replaces (kept as the reference in
+:mod:`convergent._subspace_batched`); what changes is how much of the work is done at all.
+
+Greedy view of Algorithm 2
+--------------------------
+For a run (v, order) write ``gfp(U)`` for the maximum match inside a universe U (Algorithm 1).
+A trial removes u from the current match S and keeps ``gfp(S - u)`` when v survives. Because
+``gfp`` is monotone (a larger universe has a larger maximum match), the state before any position
+of the order is ``gfp(M - A)`` with A the neurons accepted so far, and a rejected u stays in every
+later state. So a candidate R is *the* result of the run if and only if
+
+1. R is a match, v is in R and R lies in M, and
+2. for every u in R other than v, ``v not in gfp(M - (A_u + u))``, where A_u are the neurons of
+   M - R that come before u in the order
+
+(by induction over the order: the neurons outside R are accepted because R itself survives their
+removal, and condition 2 is exactly the rejection of the others). Condition 2 holds whenever v is
+in ``K(u) = M - gfp(M - u)``, the neurons that removing u *alone* from M takes with it, since a
+smaller universe has a smaller maximum match.
+
+Hence the fast path: compute the kill sets K(u) of every u in M once per ε (one cascade each,
+shared by every run and restart), join neurons that kill each other into components, take as
+candidate for (v, order) the result of Algorithm 2 inside v's component, and accept it when
+``v in K(u)`` for all its other members. Where the maximum match is a union of weakly coupled
+groups (the planted benchmark layers) this settles every run without a single further trial;
+on real activations, whose simple matches are large and overlap, it settles few. The proof
+makes a settled answer exact, not an approximation. A component that is itself a match and that every member's removal wipes
+out entirely is the answer for each of its members in any order, without running anything.
+
+Runs the proof does not settle run Algorithm 2 in full (``_State``), restricted to the current
+match S as it shrinks, with lazy trials: a trial's cascade is evaluated as rank-one corrections
+to the committed inverse Gram matrices without touching them, so a rejected trial (every member
+of the result but v is one) costs no copy and no roll-back, and an accepted one is committed as
+one low-rank update. On CUDA the unsettled runs go to the batched tensor program instead (many
+runs per kernel), which returns the same sets.
+
+Progress: ``progress(done, total)`` is called as runs finish (``SubspaceProblem.simple_matches``
+turns it into log lines with a rate and an estimate).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from typing import Callable, Sequence
+
+import numpy as np
+from scipy.linalg import blas, lapack
+
+__all__ = ["SimpleMatchEngine", "RunStats", "RateLog", "progress_callback", "single_threaded"]
+
+#: a unit vector closer than this (squared distance) to a span counts as in it (Algorithm 2's
+#: bases, here and in the batched engine)
+RANK_TOL = 1e-9
+#: a run's state is rebuilt from G (fresh basis and inverses, compacted to the current match)
+#: when the match has shrunk to SHRINK of the universe it was built on (and by MIN_SHRINK
+#: neurons at least), or after REBUILD_UPDATES low-rank updates: rounding in the updates stays
+#: bounded, and the cost of every later trial falls with the square of the match
+SHRINK = 0.8
+MIN_SHRINK = 16
+REBUILD_UPDATES = 96
+#: components larger than this are not searched for candidates (their runs rarely verify)
+MAX_COMPONENT = 64
+
+Progress = Callable[[int, int], None]
+
+
+_CONTROLLER = None
+
+
+@contextlib.contextmanager
+def single_threaded():
+    """BLAS and torch on one thread: Algorithm 2 is thousands of small, dependent operations, on
+    which extra threads only add synchronisation (dpotrf of 128×128 took 100 ms instead of 0.1 ms
+    on 2 busy shared cores, measured)."""
+    global _CONTROLLER
+    if _CONTROLLER is None:  # finding the loaded BLAS libraries takes ~30 ms: once per process
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER = ThreadpoolController()
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None else None
+    try:
+        with _CONTROLLER.limit(limits=1, user_api="blas"):
+            if torch is not None:
+                torch.set_num_threads(1)
+            yield
+    finally:
+        if torch is not None:
+            torch.set_num_threads(threads)
+
+
+def progress_callback(progress, what: str) -> Progress | None:
+    """``progress`` as ``callable(done, total)``: None/False (off), True (a tqdm bar on stderr
+    named ``what``) or a callable, returned as is."""
+    if progress is None or progress is False:
+        return None
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = None
+
+        def report(done: int, total: int) -> None:
+            nonlocal bar
+            if bar is None:
+                bar = tqdm(total=total, desc=what, unit="run", file=sys.stderr)
+            bar.update(done - bar.n)
+            if done >= total:
+                bar.close()
+
+        return report
+    if not callable(progress):
+        raise TypeError(f"progress is None, True or callable(done, total), got {progress!r}")
+    return progress
+
+
+class RateLog:
+    """A ``callable(done, total)`` that prints one line at most every ``every`` seconds (and at
+    the end): what is counted, how many of how many, the rate and the time left. Plain lines,
+    so ``tail -f`` on a job's log shows where it is. The clock starts at the first call
+    (``done`` = 0 at the start of the work gives the true rate)."""
+
+    def __init__(self, what: str, every: float = 10.0, file=None):
+        self.what, self.every, self.file = what, every, file
+        self.began: float | None = None
+        self.last = -np.inf
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if self.began is None:
+            self.began = now
+        if done == 0 or (done < total and now - self.last < self.every):
+            return
+        self.last = now
+        spent = now - self.began
+        rate = done / spent if spent > 0 else float("nan")
+        left = (total - done) / rate if rate > 0 else float("nan")
+        tail = "done" if done >= total else f"~{left:.0f} s left"
+        print(f"{self.what}: {done}/{total}, {rate:.3g}/s, {spent:.0f} s, {tail}",
+              file=self.file or sys.stderr, flush=True)
+
+
+def _basis_inverse(Gss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A basis of the span of unit vectors with Gram matrix ``Gss`` (pivoted Cholesky: each
+    member at squared distance > RANK_TOL from the span of those before it) and the inverse of
+    its Gram matrix, embedded n×n with zeros outside the basis."""
+    n = len(Gss)
+    basis = np.zeros(n, bool)
+    M = np.zeros((n, n))
+    if n == 0:
+        return basis, M
+    c, piv, rank, _ = lapack.dpstrf(Gss, tol=RANK_TOL, lower=1)
+    piv = piv[:rank] - 1
+    inv, info = lapack.dpotri(c[:rank, :rank], lower=1)
+    if info != 0:
+        raise np.linalg.LinAlgError("Gram block of a basis is not positive definite")
+    inv = np.tril(inv) + np.tril(inv, -1).T
+    M[np.ix_(piv, piv)] = inv
+    basis[piv] = True
+    return basis, M
+
+
+class _Trial:
+    """A trial's cascade, evaluated lazily on a state: which neurons left, the other side's
+    projections after it, and the rank-one corrections to each side's inverse (``W`` rows with
+    signs: inverse_now = inverse - sum sign * w wᵀ; ``gone``: basis members that left)."""
+
+    __slots__ = ("inx", "iny", "bx", "by", "p", "q", "wx", "sx", "wy", "sy", "gx", "gy",
+                 "ndx", "ndy", "out")
+
+    def __init__(self, st: "_State"):
+        self.inx, self.iny = st.inx.copy(), st.iny.copy()
+        self.bx, self.by = st.bx.copy(), st.by.copy()
+        self.p, self.q = st.p.copy(), st.q.copy()
+        self.wx, self.sx, self.wy, self.sy, self.gx, self.gy = [], [], [], [], [], []
+        self.ndx, self.ndy = st.ndx, st.ndy  # dependent (non-basis) members per side
+        self.out = 0  # members removed
+
+
+class _State:
+    """Algorithm 2's current match S on a compact universe (the match S was when the state was
+    built): per side the members, a basis of their span (pivoted Cholesky) with the inverse of
+    its Gram matrix, and every neuron's squared projection onto the other side's span
+    (``p`` for X onto span Y_S, ``q`` for Y onto span X_S; neurons have unit norm, so the
+    squared relative distance is ``1 - p``)."""
+
+    def __init__(self, eng: "SimpleMatchEngine", xs: np.ndarray, ys: np.ndarray):
+        self.eng = eng
+        self.xs, self.ys = xs, ys  # compact index -> internal index within X / within Y
+        self.Gxx = eng.Gxx[np.ix_(xs, xs)]
+        self.Gyy = eng.Gyy[np.ix_(ys, ys)]
+        self.Gxy = eng.Gxy[np.ix_(xs, ys)]
+        self.Gyx = np.ascontiguousarray(self.Gxy.T)
+        self.inx = np.ones(len(xs), bool)
+        self.iny = np.ones(len(ys), bool)
+        self.bx, self.Mx = _basis_inverse(self.Gxx)
+        self.by, self.My = _basis_inverse(self.Gyy)
+        self.p = ((self.Gxy @ self.My) * self.Gxy).sum(1)
+        self.q = ((self.Gyx @ self.Mx) * self.Gyx).sum(1)
+        self.ndx, self.ndy = int((~self.bx).sum()), int((~self.by).sum())
+        self.updates = 0
+        self.size = self.n = len(xs) + len(ys)
+
+    def copy(self) -> "_State":
+        new = object.__new__(_State)
+        new.__dict__.update(self.__dict__)
+        for k in ("inx", "iny", "bx", "by", "Mx", "My", "p", "q"):
+            setattr(new, k, getattr(self, k).copy())
+        return new
+
+    def members(self) -> tuple[np.ndarray, np.ndarray]:
+        """Internal indices of S within X and within Y."""
+        return self.xs[self.inx], self.ys[self.iny]
+
+    def compacted(self) -> "_State":
+        """The same state restricted to the current members: every later trial costs the square
+        of the match, not of the universe. The inverses need no recomputation (rows and columns
+        of neurons that left the basis are zero)."""
+        kx, ky = np.flatnonzero(self.inx), np.flatnonzero(self.iny)
+        new = object.__new__(_State)
+        new.__dict__.update(self.__dict__)
+        new.xs, new.ys = self.xs[kx], self.ys[ky]
+        new.Gxx, new.Gyy = self.Gxx[np.ix_(kx, kx)], self.Gyy[np.ix_(ky, ky)]
+        new.Gxy = self.Gxy[np.ix_(kx, ky)]
+        new.Gyx = np.ascontiguousarray(new.Gxy.T)
+        new.Mx, new.My = self.Mx[np.ix_(kx, kx)], self.My[np.ix_(ky, ky)]
+        new.bx, new.by, new.p, new.q = self.bx[kx], self.by[ky], self.p[kx], self.q[ky]
+        new.inx, new.iny = np.ones(len(kx), bool), np.ones(len(ky), bool)
+        new.size = new.n = len(kx) + len(ky)
+        return new
+
+    # ---- a trial, evaluated lazily --------------------------------------------------------
+    def _remove(self, t: _Trial, side: str, k: int) -> None:
+        """Remove member k of one side from the trial's match (rank-one correction of that
+        side's inverse; the other side's projections lose the lost direction)."""
+        if side == "x":
+            ins, b, M, W, S, G, Gss, Gso, proj = (t.inx, t.bx, self.Mx, t.wx, t.sx, t.gx,
+                                                  self.Gxx, self.Gxy, t.q)
+        else:
+            ins, b, M, W, S, G, Gss, Gso, proj = (t.iny, t.by, self.My, t.wy, t.sy, t.gy,
+                                                  self.Gyy, self.Gyx, t.p)
+        ins[k] = False
+        t.out += 1
+        if not b[k]:  # a dependent member: the span is unchanged
+            if side == "x":
+                t.ndx -= 1
+            else:
+                t.ndy -= 1
+            return
+        m = M[k].copy()
+        if len(W) > 2:
+            Wa = np.asarray(W)
+            m -= (Wa[:, k] * np.asarray(S)) @ Wa
+        else:
+            for w, s in zip(W, S):
+                m -= (s * w[k]) * w
+        piv = m[k]
+        b[k] = False
+        G.append(k)
+        w = m / np.sqrt(piv)
+        W.append(w)
+        S.append(1.0)
+        r = w @ Gso  # every other-side neuron's component along the lost direction
+        proj -= r * r
+        if (t.ndx if side == "x" else t.ndy) == 0:
+            return
+        # a dependent member that restores the lost direction joins the basis
+        cand = np.flatnonzero(ins & ~b)
+        c = (w @ Gss[:, cand]) ** 2
+        j = int(np.argmax(c))
+        if c[j] > RANK_TOL:
+            s_new = int(cand[j])
+            g = Gss[:, s_new] * b  # only basis members carry the inverse
+            mg = M @ g
+            for ww, ss in zip(W, S):
+                mg -= (ss * (ww @ g)) * ww
+            sigma = 1.0 - g @ mg  # its squared distance to the span without k
+            mg[s_new] -= 1.0
+            w = mg / np.sqrt(sigma)
+            W.append(w)
+            S.append(-1.0)
+            b[s_new] = True
+            if side == "x":
+                t.ndx -= 1
+            else:
+                t.ndy -= 1
+            r = w @ Gso
+            proj += r * r
+
+    def trial(self, side: str, k: int, stop: tuple[str, int] | None) -> _Trial | None:
+        """Remove member k of ``side`` and cascade to the maximum match inside what is left
+        (the nested Algorithm 1: all violators of a side go at once, since a neuron that
+        violates keeps violating as spans shrink). Returns the trial, or None as soon as
+        ``stop`` (v, as a compact (side, index)) leaves."""
+        thr = self.eng.thr
+        t = _Trial(self)
+        stop_in = None if stop is None else (t.inx if stop[0] == "x" else t.iny)
+        self._remove(t, side, k)
+        # a removal on one side changes only the other side's projections
+        check_x, check_y = side == "y", side == "x"
+        while True:
+            if stop_in is not None and not stop_in[stop[1]]:
+                return None
+            vx = np.flatnonzero(t.inx & (t.p < 1.0 - thr)) if check_x else ()
+            vy = np.flatnonzero(t.iny & (t.q < 1.0 - thr)) if check_y else ()
+            if not (len(vx) or len(vy)):
+                return t
+            if stop_in is not None and stop[1] in (vx if stop[0] == "x" else vy):
+                return None
+            if stop is not None and stop[0] == "y" and len(vx):
+                # v's projection only falls: stop the round as soon as it violates, removing
+                # first the violators most correlated with v
+                vx = vx[np.argsort(-np.abs(self.Gxy[vx, stop[1]]))]
+                for j in vx:
+                    self._remove(t, "x", int(j))
+                    if t.q[stop[1]] < 1.0 - thr:
+                        return None
+            else:
+                for j in vx:
+                    self._remove(t, "x", int(j))
+            if stop is not None and stop[0] == "x" and len(vy):
+                vy = vy[np.argsort(-np.abs(self.Gyx[vy, stop[1]]))]
+                for j in vy:
+                    self._remove(t, "y", int(j))
+                    if t.p[stop[1]] < 1.0 - thr:
+                        return None
+            else:
+                for j in vy:
+                    self._remove(t, "y", int(j))
+            check_x, check_y = len(vy) > 0, len(vx) > 0
+
+    def commit(self, t: _Trial) -> None:
+        for W, S, M, gone in ((t.wx, t.sx, self.Mx, t.gx), (t.wy, t.sy, self.My, t.gy)):
+            if W:
+                A = np.asarray(W)
+                # in place on the (symmetric) matrix's Fortran view: no temporary n×n array
+                blas.dgemm(-1.0, A.T * np.asarray(S), A, beta=1.0, c=M.T, overwrite_c=True)
+                M[gone] = 0.0
+                M[:, gone] = 0.0
+        self.inx, self.iny, self.bx, self.by, self.p, self.q = t.inx, t.iny, t.bx, t.by, t.p, t.q
+        self.ndx, self.ndy = t.ndx, t.ndy
+        self.n -= t.out
+        self.updates += len(t.wx) + len(t.wy)
+
+    def maybe_rebuilt(self) -> "_State":
+        """Recomputed from G after REBUILD_UPDATES updates (rounding stays bounded), else
+        compacted once the match has shrunk enough."""
+        if self.updates >= REBUILD_UPDATES:
+            return _State(self.eng, *self.members())
+        if self.n <= SHRINK * self.size and self.size - self.n >= MIN_SHRINK:
+            return self.compacted()
+        return self
+
+
+class RunStats:
+    """What the engine did: runs settled by the kill-set proof, runs searched in full."""
+
+    def __init__(self):
+        self.proved = 0
+        self.searched = 0
+        self.components = 0
+        self.seconds = 0.0
+
+    def __repr__(self):
+        return (f"RunStats(proved={self.proved}, searched={self.searched}, "
+                f"components={self.components}, seconds={self.seconds:.2f})")
+
+
+class SimpleMatchEngine:
+    """Algorithm 2 for many (v, order) runs at one ε from one base match (the maximum match of
+    the universe the runs start from), on a prepared :class:`SubspaceProblem`'s Gram matrix.
+
+    ``run_many`` returns, per run, the v-minimal match as boolean masks over the problem's live
+    X and Y neurons, or None when v is not in the base match ("failure").
+    """
+
+    def __init__(self, problem, eps: float, base: tuple[np.ndarray, np.ndarray]):
+        G = problem.G.detach().cpu().numpy()
+        nx = problem.nx
+        self.nx, self.ny = nx, problem.ny
+        self.Gxx = G[:nx, :nx]
+        self.Gyy = G[nx:, nx:]
+        self.Gxy = G[:nx, nx:]
+        self.thr = eps * eps + problem.atol
+        self.base = base
+        self.root = _State(self, np.flatnonzero(base[0]), np.flatnonzero(base[1]))
+        self._kill: np.ndarray | None = None
+        self.stats = RunStats()
+
+    # ---- names --------------------------------------------------------------------------
+    def _root_index(self, u: int) -> tuple[str, int] | None:
+        """Compact (side, index) in the root state of internal id u, or None if not in it."""
+        if u < self.nx:
+            hit = np.searchsorted(self.root.xs, u)
+            return ("x", int(hit)) if hit < len(self.root.xs) and self.root.xs[hit] == u else None
+        u -= self.nx
+        hit = np.searchsorted(self.root.ys, u)
+        return ("y", int(hit)) if hit < len(self.root.ys) and self.root.ys[hit] == u else None
+
+    # ---- kill sets and components ---------------------------------------------------------
+    def kill_sets(self) -> np.ndarray:
+        """``K[i, j]``: removing root member i alone takes member j with it (root order: X
+        members, then Y members)."""
+        if self._kill is None:
+            st = self.root
+            nxr, nyr = len(st.xs), len(st.ys)
+            K = np.zeros((nxr + nyr, nxr + nyr), bool)
+            for i in range(nxr + nyr):
+                t = st.trial("x", i, None) if i < nxr else st.trial("y", i - nxr, None)
+                K[i] = ~np.r_[t.inx, t.iny]
+            self._kill = K
+        return self._kill
+
+    def components(self) -> np.ndarray:
+        """Component label per root member: members joined when one's removal kills the
+        other (union-find over the kill relation)."""
+        K = self.kill_sets()
+        parent = np.arange(len(K))
+
+        def find(a):
+            while parent[a] != a:
+                parent[a] = parent[parent[a]]
+                a = parent[a]
+            return a
+
+        for i, j in zip(*np.nonzero(K)):
+            ri, rj = find(i), find(j)
+            if ri != rj:
+                parent[ri] = rj
+        return np.array([find(i) for i in range(len(K))])
+
+    # ---- runs ----------------------------------------------------------------------------
+    def _search(self, st: _State, v: tuple[str, int], order: Sequence[int]) -> _State:
+        """Algorithm 2 in full from state ``st`` (v given as an internal id pair) in ``order``
+        (internal ids); returns the final state."""
+        vside, vid = v
+        pos_x = np.full(self.nx, -1)
+        pos_y = np.full(self.ny, -1)
+        pos_x[st.xs] = np.arange(len(st.xs))
+        pos_y[st.ys] = np.arange(len(st.ys))
+        for u in order:
+            if u < self.nx:
+                side, k = "x", pos_x[u]
+                alive = k >= 0 and st.inx[k]
+                if vside == "x" and u == vid:
+                    continue
+            else:
+                side, k = "y", pos_y[u - self.nx]
+                alive = k >= 0 and st.iny[k]
+                if vside == "y" and u - self.nx == vid:
+                    continue
+            if not alive:
+                continue
+            stop = ("x", int(pos_x[vid])) if vside == "x" else ("y", int(pos_y[vid]))
+            t = st.trial(side, int(k), stop)
+            if t is None:
+                continue
+            st.commit(t)
+            new = st.maybe_rebuilt()
+            if new is not st:
+                st = new
+                pos_x[:] = -1
+                pos_y[:] = -1
+                pos_x[st.xs] = np.arange(len(st.xs))
+                pos_y[st.ys] = np.arange(len(st.ys))
+        return st
+
+    def _masks(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        xm = np.zeros(self.nx, bool)
+        ym = np.zeros(self.ny, bool)
+        xm[xs] = True
+        ym[ys] = True
+        return xm, ym
+
+    def search(self, v: int, order: Sequence[int]):
+        """Algorithm 2 in full for one run (no proof shortcut): masks, or None."""
+        r = self._root_index(v)
+        if r is None:
+            return None
+        vid = v if v < self.nx else v - self.nx
+        st = self._search(self.root.copy(), (r[0], vid), order)
+        return self._masks(*st.members())
+
+    def settle(self, vs: Sequence[int], orders: Sequence[Sequence[int]], *, prove: bool = True,
+               progress: Progress | None = None):
+        """The runs that need no search: v outside the base (None), and, with ``prove``, the
+        runs the kill-set proof settles. Returns the results so far and the indices left."""
+        if progress is not None:
+            progress(0, len(vs))
+        out: list = [None] * len(vs)
+        todo = [k for k, v in enumerate(vs) if self._root_index(v) is not None]
+        rest = todo
+        if prove and todo:
+            settled = self._prove(vs, orders, todo, out)
+            rest = [k for k, ok in zip(todo, settled) if not ok]
+        self.stats.proved += len(todo) - len(rest)
+        if progress is not None:
+            progress(len(vs) - len(rest), len(vs))
+        return out, rest
+
+    def run_many(self, vs: Sequence[int], orders: Sequence[Sequence[int]], *,
+                 prove: bool = True, progress: Progress | None = None):
+        """Algorithm 2 for each (v, order) (internal ids). ``prove=False`` searches every run in
+        full (the slow path, for tests and benchmarks)."""
+        t0 = time.perf_counter()
+        out, rest = self.settle(vs, orders, prove=prove, progress=progress)
+        self.stats.searched += len(rest)
+        for n, k in enumerate(rest):
+            out[k] = self.search(vs[k], orders[k])
+            if progress is not None:
+                progress(len(vs) - len(rest) + n + 1, len(vs))
+        self.stats.seconds += time.perf_counter() - t0
+        return out
+
+    def _prove(self, vs, orders, todo, out) -> list[bool]:
+        """Settle runs by the kill-set proof (module docstring); fills ``out`` for those."""
+        K = self.kill_sets()
+        label = self.components()
+        nxr = len(self.root.xs)
+        ids = np.r_[self.root.xs, self.root.ys + self.nx]  # root member -> internal id
+        comps: dict[int, np.ndarray] = {}
+        for lab in np.unique(label):
+            comps[int(lab)] = np.flatnonzero(label == lab)
+        self.stats.components = len(comps)
+        rigid: dict[int, bool] = {}
+        settled = []
+        for k in todo:
+            side, i = self._root_index(vs[k])
+            ri = i if side == "x" else nxr + i
+            members = comps[int(label[ri])]
+            if len(members) > MAX_COMPONENT:
+                settled.append(False)
+                continue
+            lab = int(label[ri])
+            if lab not in rigid:
+                rigid[lab] = bool(K[np.ix_(members, members)].all()) and self._is_match(
+                    ids[members])
+            if rigid[lab]:
+                cand = ids[members]
+            else:
+                cand = self._component_run(ids[members], vs[k], orders[k])
+                if cand is None:
+                    settled.append(False)
+                    continue
+            # the proof: every other member u of the candidate kills v on its own
+            pos = np.searchsorted(ids, cand)
+            if not K[pos[cand != vs[k]], ri].all():
+                settled.append(False)
+                continue
+            out[k] = self._masks(cand[cand < self.nx], cand[cand >= self.nx] - self.nx)
+            settled.append(True)
+        return settled
+
+    def _is_match(self, ids: np.ndarray) -> bool:
+        xs, ys = ids[ids < self.nx], ids[ids >= self.nx] - self.nx
+        if not (len(xs) and len(ys)):
+            return False
+        st = _State(self, xs, ys)
+        return bool((1.0 - st.p <= self.thr).all() and (1.0 - st.q <= self.thr).all())
+
+    def _component_run(self, ids: np.ndarray, v: int, order: Sequence[int]):
+        """Algorithm 2 inside a component (a candidate): internal ids, or None."""
+        xs, ys = ids[ids < self.nx], ids[ids >= self.nx] - self.nx
+        st = _State(self, xs, ys)
+        # the maximum match inside the component first (Algorithm 1 by cascades)
+        while True:
+            vx = np.flatnonzero(st.inx & (1.0 - st.p > self.thr))
+            vy = np.flatnonzero(st.iny & (1.0 - st.q > self.thr))
+            if not (len(vx) or len(vy)):
+                break
+            t = _Trial(st)
+            for j in vx:
+                st._remove(t, "x", int(j))
+            for j in vy:
+                st._remove(t, "y", int(j))
+            st.commit(t)
+            st = _State(self, *st.members())
+        mx, my = st.members()
+        vside, vid = ("x", v) if v < self.nx else ("y", v - self.nx)
+        if vid not in (mx if vside == "x" else my):
+            return None
+        st = _State(self, mx, my)
+        members = set(np.r_[mx, my + self.nx].tolist())
+        st = self._search(st, (vside, vid), [u for u in order if u in members])
+        fx, fy = st.members()
+        return np.r_[fx, fy + self.nx]
