@@ -62,8 +62,19 @@ def test_replicate_from_blocks_equals_recompute_from_resampled_rows(measure, rec
     for w, value in zip(weights, got):
         rows = bl.resampled_rows(row_block, w)
         assert value == pytest.approx(recompute(x[rows], y[rows]), abs=1e-10)
-    if measure == "linear_cka":  # the vectorised path is the *_cov function on the covariances
+    if measure == "linear_cka":  # the vectorised paths are the *_cov function on the covariances
         np.testing.assert_allclose(got, [sim.linear_cka_cov(*pair.covariances(w)) for w in weights], atol=1e-13)
+        # block kernels, from moments streamed in small chunks (shift far from the mean)
+        streamed = bl.BlockMoments(x.shape[1] + y.shape[1], N_BLOCKS)
+        for start in range(0, len(x), 8):
+            streamed.update(np.hstack([x, y])[start:start + 8], row_block[start:start + 8])
+        p = x.shape[1]
+        kernel = bl.PairBlocks(streamed.rows, streamed.shift[:p], streamed.shift[p:], streamed.sum[:, :p],
+                               streamed.sum[:, p:], streamed.cross[:, :p, :p], streamed.cross[:, p:, p:],
+                               streamed.cross[:, :p, p:], streamed.absmax[:, :p], streamed.absmax[:, p:])
+        np.testing.assert_allclose(kernel.linear_cka_kernel(weights), got, atol=1e-12)
+        many = np.repeat(weights, 3, axis=0)  # as many replicates as blocks: measures() takes the kernel path
+        np.testing.assert_allclose(kernel.measures(["linear_cka"], many)["linear_cka"], np.repeat(got, 3), atol=1e-12)
 
 
 def test_replicates_see_units_that_are_all_zero_in_the_resample_as_dead():

@@ -146,6 +146,21 @@ def test_bca_equals_the_formula_with_jackknife_over_seeds_and_blocks():
     assert ci.method == "bca" and ci.over == "seeds and inputs"
     pct = st.bootstrap(stat, replicates=2000, seed=5)
     assert (pct.lo, pct.hi) == pytest.approx(tuple(np.quantile(pct.distribution, [0.025, 0.975])), abs=1e-12)
+    basic = st.bootstrap(stat, replicates=2000, seed=5, method="basic")
+    assert (basic.lo, basic.hi) == pytest.approx((2 * est - pct.hi, 2 * est - pct.lo), abs=1e-12)
+
+
+def test_a_biased_statistic_is_flagged_and_the_basic_interval_recentres_it():
+    # linear CKA of 40 units on 60 independent rows: replicates on duplicated rows are biased up
+    rng = np.random.default_rng(13)
+    x, y = rng.normal(size=(60, 40)), rng.normal(size=(60, 40))
+    pair = bl.PairBlocks.from_rows(x, y, np.arange(60), 60)
+    stat = st.pairwise([bl.pair_statistic(pair, "linear_cka")], [(0, 1)], n_blocks=60)
+    pct = st.bootstrap(stat, replicates=500)
+    assert pct.bias > 0.5 * pct.se and "bootstrap bias" in pct.note
+    assert pct.lo > pct.estimate  # the percentile interval misses its own estimate
+    basic = st.bootstrap(stat, replicates=500, method="basic")
+    assert basic.hi < pct.estimate and "bootstrap bias" not in basic.note
 
 
 # --------------------------------------------------------------------------- coverage

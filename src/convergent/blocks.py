@@ -65,6 +65,7 @@ True
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Hashable, Sequence
@@ -94,6 +95,8 @@ COUNTS_FORMAT = "convergent.blocks/counts"
 VERSION = 1
 #: measures whose replicates come from moment blocks (covariances, or the Gram for ``subspace``)
 MOMENT_MEASURES = ("linear_cka", "cca", "svcca", "pwcca", "procrustes", "matching", "subspace")
+#: up to this many blocks, linear CKA replicates use block kernels (B^3 floats per kernel)
+KERNEL_BLOCKS = 200
 
 
 def input_blocks(n_inputs: int, n_blocks: int, seed: int = 0) -> np.ndarray:
@@ -312,6 +315,12 @@ class PairBlocks:
     absmax_x: np.ndarray
     absmax_y: np.ndarray
 
+    def __post_init__(self):
+        # one pair's slices of a joint matrix are strided views; each replicate batch multiplies
+        # them as [B, p*q] matrices, which must be contiguous not to be copied every time
+        for name in self.__dataclass_fields__:
+            setattr(self, name, np.ascontiguousarray(getattr(self, name)))
+
     @property
     def n_blocks(self) -> int:
         return len(self.rows)
@@ -338,17 +347,7 @@ class PairBlocks:
         block b: what :func:`convergent.similarity.covariances` gives on those rows. Units constant
         in the replicate get exactly zero rows/columns (so correlations are NaN, as for dead units)."""
         w = self._weights(weights)
-        n = w @ self.rows
-        dx, dy = (w @ self.sum_x) / n, (w @ self.sum_y) / n
-        cxx = np.tensordot(w, self.cross_xx, 1) / n - np.outer(dx, dx)
-        cyy = np.tensordot(w, self.cross_yy, 1) / n - np.outer(dy, dy)
-        cxy = np.tensordot(w, self.cross_xy, 1) / n - np.outer(dx, dy)
-        dead_x = _dead(self.shift_x + dx, np.diag(cxx))
-        dead_y = _dead(self.shift_y + dy, np.diag(cyy))
-        for c, rows, cols in ((cxx, dead_x, dead_x), (cyy, dead_y, dead_y), (cxy, dead_x, dead_y)):
-            c[rows, :] = 0.0
-            c[:, cols] = 0.0
-        return cxx, cyy, cxy
+        return self._covariances(self._batch_moments(w[None], ("xy", "xx", "yy")), 0)
 
     def gram(self, weights: np.ndarray) -> np.ndarray:
         """Uncentered Gram matrix ``Z^T Z`` of ``Z = [X Y]`` over the replicate's rows (Wang et al.
@@ -370,9 +369,11 @@ class PairBlocks:
         return g
 
     # ---- many replicates at once -----------------------------------------------------------
-    def _batch_moments(self, w: np.ndarray, parts: str):
-        """Batched centred moments of weights ``w`` ``[k, B]``: ``n``, mean offsets, variances and the
-        requested products (``xy``, ``xx``, ``yy``) as ``[k, ., .]``."""
+    def _batch_moments(self, w: np.ndarray, parts: Sequence[str], buffers: dict | None = None) -> dict:
+        """Weighted sums for a batch of replicates ``w`` ``[k, B]``: ``n``, mean offsets ``dx``,
+        ``dy``, variances, and the raw products ``T{key} = sum_b w_b S_b`` (``key`` in ``xy``,
+        ``xx``, ``yy``) written into ``buffers`` when given: one batch's products fill hundreds of
+        MB, and fresh memory every batch costs more in page faults than the product itself."""
         n = w @ self.rows
         dx, dy = (w @ self.sum_x) / n[:, None], (w @ self.sum_y) / n[:, None]
         diag_x = np.einsum("bii->bi", self.cross_xx)
@@ -380,45 +381,152 @@ class PairBlocks:
         out = {"n": n, "dx": dx, "dy": dy,
                "var_x": (w @ diag_x) / n[:, None] - dx * dx, "var_y": (w @ diag_y) / n[:, None] - dy * dy}
         for key in parts:
-            a, b = ("x", "y") if key == "xy" else (key[0], key[1])
             cross = {"xy": self.cross_xy, "xx": self.cross_xx, "yy": self.cross_yy}[key]
-            prod = (w @ cross.reshape(self.n_blocks, -1)).reshape(len(w), *cross.shape[1:]) / n[:, None, None]
-            out[key] = prod - out[f"d{a}"][:, :, None] * out[f"d{b}"][:, None, :]
+            flat = cross.reshape(self.n_blocks, -1)
+            buf = buffers[key][:len(w)] if buffers is not None else np.empty((len(w), flat.shape[1]))
+            np.matmul(w, flat, out=buf)
+            out["T" + key] = buf.reshape(len(w), *cross.shape[1:])
         return out
 
-    def _batch(self, batch: int | None, parts: int) -> int:
+    def _product(self, m: dict, key: str, i: int) -> np.ndarray:
+        """Replicate i's covariance block ``T/n - d e'`` (one at a time: it stays in cache)."""
+        a, b = ("x", "y") if key == "xy" else (key[0], key[1])
+        c = m["T" + key][i] / m["n"][i]
+        c -= np.outer(m["d" + a][i], m["d" + b][i])
+        return c
+
+    def _batch(self, batch: int | None, full: bool) -> int:
         # replicates per batch: about 2**24 float64 products (128 MB) at once
         p, q = len(self.shift_x), len(self.shift_y)
-        size = {1: p * q, 3: p * q + p * p + q * q}[parts]
+        size = p * q + (p * p + q * q if full else 0)
         return batch or max(1, (1 << 24) // max(size, 1))
 
-    def linear_cka(self, weights: np.ndarray, batch: int | None = None) -> np.ndarray:
-        """Linear CKA of every replicate (rows of ``weights``), vectorised over replicates."""
-        w = np.atleast_2d(self._weights(weights))
-        batch = self._batch(batch, 3)
-        out = np.empty(len(w))
-        for r in range(0, len(w), batch):
-            m = self._batch_moments(w[r:r + batch], ("xy", "xx", "yy"))
-            num = np.square(m["xy"]).sum((1, 2))
-            den = np.sqrt(np.square(m["xx"]).sum((1, 2)) * np.square(m["yy"]).sum((1, 2)))
-            with np.errstate(invalid="ignore", divide="ignore"):
-                out[r:r + batch] = np.where(den > 0, num / den, np.nan)
-        return out
+    def _dead(self, m: dict, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return _dead(self.shift_x + m["dx"][i], m["var_x"][i]), _dead(self.shift_y + m["dy"][i], m["var_y"][i])
+
+    def _covariances(self, m: dict, i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        dead_x, dead_y = self._dead(m, i)
+        cxx, cyy, cxy = (self._product(m, key, i) for key in ("xx", "yy", "xy"))
+        for c, rows, cols in ((cxx, dead_x, dead_x), (cyy, dead_y, dead_y), (cxy, dead_x, dead_y)):
+            c[rows, :] = 0.0
+            c[:, cols] = 0.0
+        return cxx, cyy, cxy
+
+    def _correlation(self, m: dict, i: int) -> np.ndarray:
+        dead_x, dead_y = self._dead(m, i)
+        sx = np.where(dead_x, np.nan, np.sqrt(np.clip(m["var_x"][i], 0, None)))
+        sy = np.where(dead_y, np.nan, np.sqrt(np.clip(m["var_y"][i], 0, None)))
+        corr = self._product(m, "xy", i)
+        corr /= np.outer(sx, sy)
+        return corr
 
     def correlations(self, weights: np.ndarray, batch: int | None = None):
         """Between-net Pearson correlation matrix of every replicate (a generator of ``[p, q]``);
         units constant in a replicate get NaN rows/columns, as dead units do."""
         w = np.atleast_2d(self._weights(weights))
-        batch = self._batch(batch, 1)
-        for r in range(0, len(w), batch):
-            m = self._batch_moments(w[r:r + batch], ("xy",))
+        step = self._batch(batch, False)
+        buffers = {"xy": np.empty((min(step, len(w)), self.cross_xy[0].size))}
+        for r in range(0, len(w), step):
+            m = self._batch_moments(w[r:r + step], ("xy",), buffers)
             for i in range(len(m["n"])):
-                vx, vy = m["var_x"][i], m["var_y"][i]
-                dead_x = _dead(self.shift_x + m["dx"][i], vx)
-                dead_y = _dead(self.shift_y + m["dy"][i], vy)
-                sx = np.where(dead_x, np.nan, np.sqrt(np.clip(vx, 0, None)))
-                sy = np.where(dead_y, np.nan, np.sqrt(np.clip(vy, 0, None)))
-                yield m["xy"][i] / np.outer(sx, sy)
+                yield self._correlation(m, i)
+
+    def _kernel(self):
+        """Block-level kernels for linear CKA, built once: with the blocks re-centred at the
+        full-sample mean (so each replicate's mean offset is only resampling noise and nothing
+        cancels), ``||C||^2 = w'Kw / N^2 - 2 M[w, w, w] / N^3 + |d|^2 |e|^2`` for every
+        cross-covariance C = T/N - d e' of a replicate, where ``K[b, c] = <S_b, S_c>`` and
+        ``M[a, b, c] = s_a' S_b t_c``: B x B and B x B x B arrays instead of p x q per replicate."""
+        if getattr(self, "_kernels", None) is None:
+            n = self.rows.astype(np.float64)
+            delta_x, delta_y = self.sum_x.sum(0) / n.sum(), self.sum_y.sum(0) / n.sum()
+            s = self.sum_x - n[:, None] * delta_x
+            t = self.sum_y - n[:, None] * delta_y
+            kernels = {}
+            for key, cross, a, b, da, db in (("xx", self.cross_xx, s, s, delta_x, delta_x),
+                                             ("yy", self.cross_yy, t, t, delta_y, delta_y),
+                                             ("xy", self.cross_xy, s, t, delta_x, delta_y)):
+                # sum (u - c - da)(v - c - db)' per block = S - s' db' - da t'  (s', t' re-centred sums)
+                left = np.stack([a, np.broadcast_to(da, a.shape)], axis=2)  # [B, p, 2]
+                right = np.stack([np.broadcast_to(db, b.shape), b + n[:, None] * db], axis=2)  # [B, q, 2]
+                centred = cross - left @ right.transpose(0, 2, 1)
+                flat = centred.reshape(self.n_blocks, -1)
+                k = flat @ flat.T
+                m = np.matmul(a[None], centred) @ b.T  # [b, a, c] = s_a' S_b t_c
+                kernels[key] = (k, np.ascontiguousarray(m.transpose(1, 0, 2)))
+            self._kernels = (kernels, s, t)
+        return self._kernels
+
+    def linear_cka_kernel(self, weights: np.ndarray) -> np.ndarray:
+        """Linear CKA of every replicate from the block kernels (:meth:`_kernel`): cost
+        ``B^2 (p + q)^2`` once, then ``B^3`` per replicate, whatever the number of units."""
+        w = np.atleast_2d(self._weights(weights))
+        (kernels, s, t) = self._kernel()
+        n = w @ self.rows
+        d, e = (w @ s) / n[:, None], (w @ t) / n[:, None]
+        norms = {}
+        for key, (left, right) in (("xx", (d, d)), ("yy", (e, e)), ("xy", (d, e))):
+            k, m = kernels[key]
+            quad = np.einsum("rb,bc,rc->r", w, k, w)
+            cubic = np.einsum("rab,ra,rb->r", (w @ m.reshape(self.n_blocks, -1)).reshape(len(w), self.n_blocks,
+                              self.n_blocks), w, w)
+            norms[key] = quad / n**2 - 2 * cubic / n**3 + (left * left).sum(1) * (right * right).sum(1)
+        den = np.sqrt(np.clip(norms["xx"], 0, None) * np.clip(norms["yy"], 0, None))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(den > 0, np.clip(norms["xy"], 0, None) / den, np.nan)
+
+    def measures(self, names: Sequence[str], weights: np.ndarray, options: dict | None = None,
+                 batch: int | None = None, threads: int = 1) -> dict[str, np.ndarray]:
+        """Several measures (:data:`MOMENT_MEASURES`) on every replicate (rows of ``weights``),
+        sharing one weighted sum of the blocks per batch of replicates; ``options[name]`` are a
+        measure's keyword arguments (``subspace``: ``epsilon``). ``threads``: bipartite matchings
+        solved at once (scipy's solver releases the GIL)."""
+        from convergent.similarity import MEASURES
+
+        names, options = list(names), dict(options or {})
+        unknown = [n for n in names if n not in MOMENT_MEASURES]
+        if unknown:
+            raise ValueError(f"{unknown} need more than block moments; resample rows with row_statistic")
+        w = np.atleast_2d(self._weights(weights))
+        out = {n: np.empty(len(w)) for n in names}
+        if "linear_cka" in names and self.n_blocks <= KERNEL_BLOCKS and len(w) >= self.n_blocks:
+            out["linear_cka"][:] = self.linear_cka_kernel(w)  # cheaper than per-replicate covariances
+            names = [n for n in names if n != "linear_cka"]
+        full = [n for n in names if n not in ("matching", "subspace")]  # need cov_xx and cov_yy
+        parts = ("xy", "xx", "yy") if full else ("xy",) if "matching" in names else ()
+        step = self._batch(batch, bool(full))
+        sizes = {"xy": self.cross_xy[0].size, "xx": self.cross_xx[0].size, "yy": self.cross_yy[0].size}
+        buffers = {key: np.empty((min(step, len(w)), sizes[key])) for key in parts}
+        for r in range(0, len(w) if parts else 0, step):
+            m = self._batch_moments(w[r:r + step], parts, buffers)
+            if "linear_cka" in names:  # ||C_xy||^2 / (||C_xx|| ||C_yy||)
+                for i in range(len(m["n"])):
+                    num = np.square(self._product(m, "xy", i)).sum()
+                    den = np.sqrt(np.square(self._product(m, "xx", i)).sum() * np.square(self._product(m, "yy", i)).sum())
+                    out["linear_cka"][r + i] = num / den if den > 0 else np.nan
+            if "matching" in names:
+                def solve(i, m=m):
+                    return _matching_mean(self._correlation(m, i))
+
+                if threads > 1:
+                    with ThreadPoolExecutor(threads) as pool:
+                        out["matching"][r:r + len(m["n"])] = list(pool.map(solve, range(len(m["n"]))))
+                else:
+                    out["matching"][r:r + len(m["n"])] = [solve(i) for i in range(len(m["n"]))]
+            for i in range(len(m["n"])):
+                covs = None
+                for name in full:
+                    if name != "linear_cka":
+                        covs = covs or self._covariances(m, i)
+                        out[name][r + i] = MEASURES[name].cov(*covs, **options.get(name, {}))
+        if "subspace" in names:
+            from convergent.subspace import SubspaceProblem
+
+            eps = float(options.get("subspace", {}).get("epsilon", 0.25))
+            p = len(self.shift_x)
+            out["subspace"][:] = [SubspaceProblem.from_gram(self.gram(wi), p, device="cpu").similarity(eps)
+                                  for wi in w]
+        return out
 
 
 def _matching_mean(corr: np.ndarray) -> float:
@@ -429,10 +537,10 @@ def _matching_mean(corr: np.ndarray) -> float:
 def replicates(blocks: "PairBlocks | CountBlocks", measure: str, weights: np.ndarray, **kwargs) -> np.ndarray:
     """``measure`` on every replicate, ``weights`` ``[R, B]`` (block counts), from block statistics.
 
-    Moment blocks: ``linear_cka`` (vectorised), ``matching`` (Pearson, then the bipartite matching
-    per replicate), ``subspace`` (s(eps) from the Gram; ``epsilon``), and every covariance-based
-    measure of :data:`convergent.similarity.MEASURES` (``cca``, ``svcca``, ``pwcca``, ``procrustes``)
-    through its ``*_cov`` function. Count blocks: ``mi_matching`` / ``mi_semi`` (mean bipartite /
+    Moment blocks (:meth:`PairBlocks.measures`): ``linear_cka`` (vectorised), ``matching``
+    (Pearson, then the bipartite matching per replicate), ``subspace`` (s(eps) from the Gram;
+    ``epsilon``), and ``cca``, ``svcca``, ``pwcca``, ``procrustes`` through their ``*_cov``
+    functions in :mod:`convergent.similarity`. Count blocks: ``mi_matching`` / ``mi_semi`` (mean bipartite /
     semi-matching mutual information). Anything else resamples rows: :func:`row_statistic`.
     """
     w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
@@ -445,32 +553,15 @@ def replicates(blocks: "PairBlocks | CountBlocks", measure: str, weights: np.nda
             value = match(mi).value
             out.append(float(np.nanmean(value)) if np.isfinite(value).any() else np.nan)
         return np.array(out)
-    if measure == "linear_cka":
-        return blocks.linear_cka(w)
-    if measure == "matching":
-        return np.array([_matching_mean(c) for c in blocks.correlations(w)])
-    if measure == "subspace":
-        from convergent.subspace import SubspaceProblem
-
-        eps = float(kwargs.get("epsilon", 0.25))
-        p = len(blocks.shift_x)
-        return np.array([SubspaceProblem.from_gram(blocks.gram(wi), p, device="cpu").similarity(eps) for wi in w])
-    from convergent.similarity import MEASURES
-
-    if measure not in MEASURES or MEASURES[measure].cov is None:
-        raise ValueError(f"{measure!r} needs more than block moments; resample rows with row_statistic")
-    fn = MEASURES[measure].cov
-    return np.array([fn(*blocks.covariances(wi), **kwargs) for wi in w])
+    return blocks.measures([measure], w, {measure: kwargs})[measure]
 
 
 def pair_statistic(blocks: "PairBlocks | CountBlocks", measure: str, **kwargs) -> Callable[[np.ndarray], np.ndarray]:
     """The pair's ``measure`` as a function of block counts ``[k, B] -> [k]``, for
     :func:`convergent.statistics.pairwise` (with ``n_blocks=blocks.n_blocks``)."""
-    if measure not in MOMENT_MEASURES + ("mi_matching", "mi_semi"):
-        from convergent.similarity import MEASURES
-
-        if measure not in MEASURES or MEASURES[measure].cov is None:
-            raise ValueError(f"{measure!r} needs more than block moments; resample rows with row_statistic")
+    allowed = ("mi_matching", "mi_semi") if isinstance(blocks, CountBlocks) else MOMENT_MEASURES
+    if measure not in allowed:
+        raise ValueError(f"{measure!r} is not one of {allowed}; other measures resample rows with row_statistic")
     return lambda block_counts: replicates(blocks, measure, block_counts, **kwargs)
 
 

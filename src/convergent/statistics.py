@@ -27,10 +27,12 @@ blocks from the B blocks of probe inputs, and recomputes the statistic with thos
   networks and blocks are paired; a difference of two statistics (``s1 - s2``) is bootstrapped on
   shared draws (layer-to-layer differences, trained vs untrained).
 
-Intervals are percentile (default) or BCa (Efron 1987), computed by ``scipy.stats.bootstrap`` from
-the replicates (passed as its ``bootstrap_result``); BCa's acceleration is scipy's jackknife over
-every resampled dimension (leave one seed out, one block out), i.e. one extra evaluation of the
-statistic per resampled seed and per block: cheap next to 1,000 replicates.
+Intervals are percentile (default), BCa (Efron 1987) or basic, computed by
+``scipy.stats.bootstrap`` from the replicates (passed as its ``bootstrap_result``); BCa's
+acceleration is scipy's jackknife over every resampled dimension (leave one seed out, one block
+out), i.e. one extra evaluation of the statistic per resampled seed and per block: cheap next to
+1,000 replicates. An interval notes when the bootstrap bias exceeds half its standard error (a
+percentile interval is then shifted by the statistic's bias).
 
 >>> pairs = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)]
 >>> cka = [0.81, 0.78, 0.80, 0.84, 0.79, 0.83]            # one value per seed pair
@@ -82,7 +84,7 @@ __all__ = [
 
 LEVEL = 0.95
 REPLICATES = 1000
-METHODS = ("percentile", "bca")
+METHODS = ("percentile", "bca", "basic")
 DEFAULT_GROUP = "seeds"
 
 Groups = Mapping[str, Sequence[Hashable]]
@@ -423,6 +425,18 @@ class Interval:
     def width(self) -> float:
         return self.hi - self.lo
 
+    @property
+    def bias(self) -> float:
+        """Bootstrap estimate of the statistic's bias: mean replicate minus the estimate."""
+        reps = self.distribution[np.isfinite(self.distribution)]
+        return float(reps.mean() - self.estimate) if reps.size else math.nan
+
+    @property
+    def se(self) -> float:
+        """Bootstrap standard error: the standard deviation of the replicates."""
+        reps = self.distribution[np.isfinite(self.distribution)]
+        return float(reps.std(ddof=1)) if reps.size > 1 else math.nan
+
     def contains(self, value: float) -> bool:
         return bool(self.lo <= value <= self.hi)
 
@@ -507,6 +521,11 @@ def _interval(statistic: Statistic, resamples: Resamples, level: float, method: 
         notes.append("BCa undefined for these replicates (degenerate); percentile interval instead")
         used = "percentile"
         lo, hi = _scipy_interval(statistic, resamples, reps[finite], level, used, dims)
+    bias = float(reps[finite].mean() - estimate)
+    if used == "percentile" and abs(bias) > 0.5 * reps[finite].std():
+        notes.append(f"bootstrap bias {bias:+.3g} exceeds half the standard error: the statistic is biased "
+                     "at this sample size, and a percentile interval inherits the bias (the basic interval "
+                     "or a debiased measure corrects it)")
     return Interval(estimate, lo, hi, level, used, over, int(finite.sum()), seeds, blocks,
                     "; ".join(notes), reps)
 
@@ -516,7 +535,11 @@ def bootstrap(statistic: Statistic | Mapping[str, Statistic], *, replicates: int
               resample_inputs: bool = True) -> Interval | dict[str, Interval]:
     """Multi-bootstrap interval of a statistic, or of several on the same draws (a mapping).
 
-    ``method``: ``"percentile"`` or ``"bca"``. ``resample_nets=False`` gives the interval over
+    ``method``: ``"percentile"`` (the quantiles of the replicates), ``"bca"`` (bias-corrected and
+    accelerated; undefined when every replicate lies on one side of the estimate, then percentile
+    with a note), or ``"basic"`` (``2 estimate - quantiles``: corrects a bias of the statistic to
+    first order, e.g. linear CKA's upward bias with many units, which replicates on duplicated
+    inputs share and a percentile interval inherits). ``resample_nets=False`` gives the interval over
     inputs only (what a single pair of networks can say), ``resample_inputs=False`` over seeds only.
     """
     if method not in METHODS:
