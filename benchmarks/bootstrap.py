@@ -35,7 +35,7 @@ from threadpoolctl import threadpool_limits
 
 from convergent import similarity as sim
 from convergent import statistics as st
-from convergent.blocks import PairBlocks, input_blocks, resampled_rows
+from convergent.blocks import BlockMoments, input_blocks, resampled_rows
 
 
 def synthetic_pair(rows: int, units: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -71,15 +71,15 @@ def run(args) -> None:
     image = np.repeat(np.arange(images), args.positions)
     x, y = synthetic_pair(len(image), args.units, seed=0)
     row_block = input_blocks(images, args.blocks, seed=0)[image]
-    print(f"{args.threads} thread(s); {args.units} + {args.units} units, {len(image):,} rows ({images:,} images x {args.positions} positions), "
-          f"{args.blocks} blocks of images, {args.replicates} replicates")
+    print(f"{args.threads} thread(s); {args.units} + {args.units} units, {len(image):,} rows "
+          f"({images:,} images x {args.positions} positions), {args.blocks} blocks of images, "
+          f"{args.replicates} replicates")
 
     start = time.perf_counter()
-    from convergent.blocks import BlockMoments
-
     moments = BlockMoments(2 * args.units, args.blocks, ("a", "b"))
     for r in range(0, len(image), args.chunk_rows):
-        moments.update(np.hstack([x[r:r + args.chunk_rows], y[r:r + args.chunk_rows]]), row_block[r:r + args.chunk_rows])
+        rows = slice(r, r + args.chunk_rows)
+        moments.update(np.hstack([x[rows], y[rows]]), row_block[rows])
     pair = moments.pair("a", "b")
     t_pass = time.perf_counter() - start
     print(f"block pass (once per layer, like the correlate pass): {t_pass:.1f} s, "

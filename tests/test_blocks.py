@@ -13,6 +13,7 @@ from conftest import write_conv_activations
 from convergent import blocks as bl
 from convergent import similarity as sim
 from convergent import statistics as st
+from convergent.count_blocks import CountBlocks
 from convergent.correlation import joint_layer_statistics
 from convergent.mutual_information import bin_codes, mutual_information_from_codes
 from convergent.subspace import planted_pair, similarity as subspace_similarity, SubspaceProblem
@@ -114,7 +115,7 @@ def test_mutual_information_from_count_blocks_equals_recompute_with_edges_fixed(
     bins = 5
     codes_a, codes_b = bin_codes(x, bins, device="cpu"), bin_codes(y, bins, device="cpu")  # edges: full sample
     row_block = bl.input_blocks(N_IMAGES, N_BLOCKS, seed=8)[image]
-    counts = bl.CountBlocks(x.shape[1], y.shape[1], bins + 1, N_BLOCKS)
+    counts = CountBlocks(x.shape[1], y.shape[1], bins + 1, N_BLOCKS)
     for start in range(0, len(x), 70):  # streamed in chunks
         counts.update(codes_a[start:start + 70], codes_b[start:start + 70], row_block[start:start + 70])
     for w in draws(seed=9):
@@ -129,10 +130,10 @@ def test_count_blocks_round_trip(tmp_path):
     x, y, image = conv_like(seed=10)
     codes_a, codes_b = bin_codes(x, 4, device="cpu"), bin_codes(y, 4, device="cpu")
     input_block = bl.input_blocks(N_IMAGES, N_BLOCKS)
-    counts = bl.CountBlocks(x.shape[1], y.shape[1], 5, N_BLOCKS, dead_b=np.arange(y.shape[1]) == 2)
+    counts = CountBlocks(x.shape[1], y.shape[1], 5, N_BLOCKS, dead_b=np.arange(y.shape[1]) == 2)
     counts.update(codes_a, codes_b, input_block[image])
     counts.save(tmp_path / "conv1.blocks.h5", input_block, layer="conv1")
-    back = bl.CountBlocks.load(tmp_path / "conv1.blocks.h5")
+    back = CountBlocks.load(tmp_path / "conv1.blocks.h5")
     w = draws()[0]
     np.testing.assert_array_equal(back.mutual_information(w), counts.mutual_information(w))
     assert np.isnan(back.mutual_information(w)[:, 2]).all()
@@ -222,4 +223,7 @@ def test_input_blocks_are_a_random_balanced_partition():
 
 
 def test_docstring_examples():
-    assert doctest.testmod(bl).failed == 0
+    from convergent import count_blocks
+
+    for module in (bl, count_blocks):
+        assert doctest.testmod(module).failed == 0, module.__name__

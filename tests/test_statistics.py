@@ -25,7 +25,10 @@ def one_blas_thread():
 
 
 def test_docstring_examples():
-    assert doctest.testmod(st).failed == 0
+    from convergent import precision, significance
+
+    for module in (st, significance, precision):
+        assert doctest.testmod(module).failed == 0, module.__name__
 
 
 # --------------------------------------------------------------------------- draws and weights
@@ -197,7 +200,8 @@ def test_coverage_over_inputs_needs_whole_images_as_resampling_units():
     image = np.repeat(np.arange(n_images), per_image)
     hits = {"images": [], "rows": []}
     for experiment in range(200):
-        latent = np.sqrt(rho) * rng.normal(size=(n_images, k))[image] + np.sqrt(1 - rho) * rng.normal(size=(len(image), k))
+        latent = (np.sqrt(rho) * rng.normal(size=(n_images, k))[image]
+                  + np.sqrt(1 - rho) * rng.normal(size=(len(image), k)))
         x = latent @ a_mix.T + rng.normal(size=(len(image), p))
         y = latent @ c_mix.T + rng.normal(size=(len(image), p))
         for unit, row_block, count in (("images", bl.input_blocks(n_images, n_blocks, experiment)[image], n_blocks),

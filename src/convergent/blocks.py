@@ -13,15 +13,14 @@ What is kept, and what it serves
   :class:`PairBlocks` gives any replicate's covariances (linear CKA, CCA, SVCCA, PWCCA, Procrustes,
   and the matching correlation: Pearson, then the bipartite matching re-solved per replicate) and
   its uncentered Gram matrix ``Z^T Z`` (Wang et al.'s s(eps), Algorithm 1 from the Gram).
-* :class:`CountBlocks`: per block the joint histograms of every unit pair from bin codes, for the
-  plug-in mutual information. Convention: the bin edges are fixed once, on the full sample; a
-  replicate reweights the same binned samples (re-estimating the percentile edges per replicate
-  would need the raw values, and the edges' own noise is not what the interval is about).
+* :class:`convergent.count_blocks.CountBlocks`: per block the joint histograms of every unit
+  pair from bin codes, for the plug-in mutual information, with the bin edges fixed once on the
+  full sample (a replicate reweights the same binned samples).
 * RBF CKA, debiased CKA and RSA need more than these sums (an ``n x n`` kernel, per-row norms,
   per-input RDMs): :func:`row_statistic` resamples the (capped) rows directly. Resampled rows
   repeat: for RSA, copies of one input are never compared with each other (their distance is 0 in
   both nets); debiased CKA counts copies as distinct samples, which shifts its replicates up by
-  part of the bias it removes, so prefer ``method="bca"`` for it (BCa corrects a median shift).
+  part of the bias it removes, so prefer ``method="basic"`` for it (it corrects such a shift).
 
 Blocks are a seeded random partition of the probe inputs (:func:`input_blocks`), never of rows:
 rows at the positions of one image are not independent, and probe sets can be ordered by class
@@ -41,10 +40,9 @@ On disk (``stats/{layer}.blocks.h5``, beside ``stats/{layer}.h5``, whose dataset
     absmax       float64 [B, K*n]     max |z| per unit (a unit is all-zero in a replicate iff 0
                                       in every drawn block)
 
-Size: ``8 B (K n)^2`` bytes per layer (100 blocks of a 5 x 512-unit layer: 5.2 GB), so the number of
-blocks is a config choice. Count blocks (``CountBlocks.save``): ``joint`` uint32
-``[B, n_a, K, n_b, K]``, ``marginal_a``/``marginal_b`` ``[B, n, K]``, ``rows``, ``input_block``,
-``dead_a``/``dead_b``; attrs format "convergent.blocks/counts", ``n_codes``, ``edges = "full sample"``.
+Size: ``8 B (K n)^2`` bytes per layer (100 blocks of a 5 x 512-unit layer: 5.2 GB), so the
+number of blocks is a config choice. Count blocks have their own layout
+(:mod:`convergent.count_blocks`).
 
 >>> import numpy as np
 >>> from convergent import similarity as sim, statistics as st
@@ -72,9 +70,8 @@ from typing import Callable, Hashable, Sequence
 
 import h5py
 import numpy as np
-from scipy.special import xlogy
 
-from convergent.matching import bipartite_matching, semi_matching
+from convergent.matching import bipartite_matching
 
 __all__ = [
     "input_blocks",
@@ -82,7 +79,6 @@ __all__ = [
     "resampled_rows",
     "BlockMoments",
     "PairBlocks",
-    "CountBlocks",
     "pair_statistic",
     "replicates",
     "row_statistic",
@@ -502,7 +498,8 @@ class PairBlocks:
             if "linear_cka" in names:  # ||C_xy||^2 / (||C_xx|| ||C_yy||)
                 for i in range(len(m["n"])):
                     num = np.square(self._product(m, "xy", i)).sum()
-                    den = np.sqrt(np.square(self._product(m, "xx", i)).sum() * np.square(self._product(m, "yy", i)).sum())
+                    den = np.sqrt(np.square(self._product(m, "xx", i)).sum()
+                                  * np.square(self._product(m, "yy", i)).sum())
                     out["linear_cka"][r + i] = num / den if den > 0 else np.nan
             if "matching" in names:
                 def solve(i, m=m):
@@ -534,7 +531,7 @@ def _matching_mean(corr: np.ndarray) -> float:
     return float(np.nanmean(value)) if np.isfinite(value).any() else float("nan")
 
 
-def replicates(blocks: "PairBlocks | CountBlocks", measure: str, weights: np.ndarray, **kwargs) -> np.ndarray:
+def replicates(blocks, measure: str, weights: np.ndarray, **kwargs) -> np.ndarray:
     """``measure`` on every replicate, ``weights`` ``[R, B]`` (block counts), from block statistics.
 
     Moment blocks (:meth:`PairBlocks.measures`): ``linear_cka`` (vectorised), ``matching``
@@ -544,22 +541,15 @@ def replicates(blocks: "PairBlocks | CountBlocks", measure: str, weights: np.nda
     semi-matching mutual information). Anything else resamples rows: :func:`row_statistic`.
     """
     w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    if isinstance(blocks, CountBlocks):
-        if measure not in ("mi_matching", "mi_semi"):
-            raise ValueError(f"count blocks give mi_matching or mi_semi, not {measure!r}")
-        match = bipartite_matching if measure == "mi_matching" else semi_matching
-        out = []
-        for mi in blocks.iter_mutual_information(w, **kwargs):
-            value = match(mi).value
-            out.append(float(np.nanmean(value)) if np.isfinite(value).any() else np.nan)
-        return np.array(out)
+    if not isinstance(blocks, PairBlocks):  # count blocks (convergent.count_blocks) know their measures
+        return blocks.replicates(measure, w, **kwargs)
     return blocks.measures([measure], w, {measure: kwargs})[measure]
 
 
-def pair_statistic(blocks: "PairBlocks | CountBlocks", measure: str, **kwargs) -> Callable[[np.ndarray], np.ndarray]:
+def pair_statistic(blocks, measure: str, **kwargs) -> Callable[[np.ndarray], np.ndarray]:
     """The pair's ``measure`` as a function of block counts ``[k, B] -> [k]``, for
     :func:`convergent.statistics.pairwise` (with ``n_blocks=blocks.n_blocks``)."""
-    allowed = ("mi_matching", "mi_semi") if isinstance(blocks, CountBlocks) else MOMENT_MEASURES
+    allowed = blocks.MEASURES if hasattr(blocks, "MEASURES") else MOMENT_MEASURES
     if measure not in allowed:
         raise ValueError(f"{measure!r} is not one of {allowed}; other measures resample rows with row_statistic")
     return lambda block_counts: replicates(blocks, measure, block_counts, **kwargs)
@@ -600,101 +590,6 @@ def row_statistic(x: np.ndarray, y: np.ndarray, row_block: np.ndarray, measure: 
             return f(x[rows], y[rows], **kwargs)
 
     return lambda block_counts: np.array([fn(resampled_rows(row_block, w)) for w in np.atleast_2d(block_counts)])
-
-
-# --------------------------------------------------------------------------- mutual information
-
-
-class CountBlocks:
-    """Per-block joint histograms of every unit pair of two networks, from bin codes (the edges
-    fixed on the full sample: :func:`convergent.mutual_information.bin_codes`).
-
-    ``joint[b, i, k, j, l]`` counts the block's rows with ``codes_a[:, i] == k`` and
-    ``codes_b[:, j] == l``; memory ``8 B n_a n_b K^2`` bytes (float64, exact integers).
-    ``dead_a``/``dead_b``: units constant over the full sample, NaN in every replicate as in
-    :func:`convergent.mutual_information.mutual_information`.
-    """
-
-    def __init__(self, n_a: int, n_b: int, n_codes: int, n_blocks: int,
-                 dead_a: np.ndarray | None = None, dead_b: np.ndarray | None = None):
-        self.n_codes = int(n_codes)
-        self.rows = np.zeros(n_blocks, dtype=np.int64)
-        self.joint = np.zeros((n_blocks, n_a, n_codes, n_b, n_codes))
-        self.marginal_a = np.zeros((n_blocks, n_a, n_codes))
-        self.marginal_b = np.zeros((n_blocks, n_b, n_codes))
-        self.dead_a = np.zeros(n_a, bool) if dead_a is None else np.asarray(dead_a, bool)
-        self.dead_b = np.zeros(n_b, bool) if dead_b is None else np.asarray(dead_b, bool)
-
-    @property
-    def n_blocks(self) -> int:
-        return len(self.rows)
-
-    def update(self, codes_a: np.ndarray, codes_b: np.ndarray, block_of_rows: np.ndarray) -> None:
-        from convergent.mutual_information import joint_counts
-        from convergent.statistics import _counts
-
-        k = self.n_codes
-        for b, rows in _group_rows(block_of_rows):
-            ca, cb = np.asarray(codes_a)[rows], np.asarray(codes_b)[rows]
-            self.joint[b] += joint_counts(ca, cb, k, device="cpu")
-            self.marginal_a[b] += _counts(ca.T, k)
-            self.marginal_b[b] += _counts(cb.T, k)
-            self.rows[b] += len(rows)
-
-    def iter_mutual_information(self, weights: np.ndarray, batch: int = 8):
-        """Plug-in MI (nats) ``[n_a, n_b]`` of each replicate, as
-        :func:`convergent.mutual_information.mutual_information_from_codes` computes it on the
-        replicate's rows: ``log N + (sum n_kl log n_kl - sum n_k log n_k - sum n_l log n_l) / N``."""
-        w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-        if w.shape[1] != self.n_blocks:
-            raise ValueError(f"weights for {w.shape[1]} blocks; these counts have {self.n_blocks}")
-        flat = self.joint.reshape(self.n_blocks, -1)
-        for r in range(0, len(w), batch):
-            wb = w[r:r + batch]
-            n = wb @ self.rows
-            joint = (wb @ flat).reshape(len(wb), *self.joint.shape[1:])
-            j = xlogy(joint, joint).sum(axis=(2, 4))
-            ma = np.tensordot(wb, self.marginal_a, 1)
-            mb = np.tensordot(wb, self.marginal_b, 1)
-            ha, hb = xlogy(ma, ma).sum(2), xlogy(mb, mb).sum(2)
-            for i in range(len(wb)):
-                mi = np.maximum(np.log(n[i]) + (j[i] - ha[i][:, None] - hb[i][None, :]) / n[i], 0.0)
-                mi[self.dead_a, :] = np.nan
-                mi[:, self.dead_b] = np.nan
-                yield mi
-
-    def mutual_information(self, weights: np.ndarray) -> np.ndarray:
-        """MI of one replicate (``weights`` ``[B]``)."""
-        return next(self.iter_mutual_information(np.asarray(weights)[None]))
-
-    def save(self, path: str | os.PathLike, input_block: np.ndarray, **attrs) -> None:
-        path, tmp = _atomic_h5(path)
-        if self.rows.max(initial=0) >= 2**32:
-            raise ValueError("a block holds 2**32 rows or more: counts would overflow uint32")
-        with h5py.File(tmp, "w") as h5:
-            h5.attrs.update({"format": COUNTS_FORMAT, "version": VERSION, "n_codes": self.n_codes,
-                             "n_blocks": self.n_blocks, "edges": "full sample", **attrs})
-            h5.create_dataset("input_block", data=np.asarray(input_block, dtype=np.int64))
-            h5.create_dataset("rows", data=self.rows)
-            h5.create_dataset("joint", data=self.joint.astype(np.uint32), compression="gzip", shuffle=True,
-                              chunks=(1, *self.joint.shape[1:]))
-            h5.create_dataset("marginal_a", data=self.marginal_a.astype(np.uint32))
-            h5.create_dataset("marginal_b", data=self.marginal_b.astype(np.uint32))
-            h5.create_dataset("dead_a", data=self.dead_a)
-            h5.create_dataset("dead_b", data=self.dead_b)
-        os.replace(tmp, path)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> "CountBlocks":
-        with h5py.File(path, "r") as h5:
-            _check_format(h5, path, COUNTS_FORMAT)
-            b, n_a, k, n_b, _ = h5["joint"].shape
-            out = cls(n_a, n_b, k, b, h5["dead_a"][()], h5["dead_b"][()])
-            out.rows = h5["rows"][()]
-            out.joint = h5["joint"][()].astype(np.float64)
-            out.marginal_a = h5["marginal_a"][()].astype(np.float64)
-            out.marginal_b = h5["marginal_b"][()].astype(np.float64)
-        return out
 
 
 # --------------------------------------------------------------------------- streamed pass

@@ -44,7 +44,9 @@ percentile interval is then shifted by the statistic's bias).
 ('none', 'one seed pair and no input resampling: no interval')
 
 With per-input values (or block statistics) the inputs are resampled too; see
-:func:`mean_over_inputs` and :func:`convergent.blocks.pair_statistic`.
+:func:`mean_over_inputs` and :func:`convergent.blocks.pair_statistic`. Tests against the
+permutation null and Holm's correction (:mod:`convergent.significance`) and the number of seeds
+a target width needs (:mod:`convergent.precision`) are re-exported here.
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ from typing import Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 from scipy import stats
+
+# the tests and the seeds-needed estimate live in their own modules; one import serves all
+from convergent.precision import SeedPlan, VarianceComponents, seeds_for_width, variance_components
+from convergent.significance import PermutationTest, holm, input_rows, permutation_p_value, permutation_test
 
 __all__ = [
     "LEVEL",
@@ -575,225 +581,3 @@ def bootstrap_p_value(distribution: np.ndarray | Interval, null: float = 0.0, al
         return float(min(1.0, 2 * min(le, ge)))
     raise ValueError(f"alternative must be greater, less or two-sided, got {alternative!r}")
 
-
-# --------------------------------------------------------------------------- permutation tests
-
-
-@dataclass(frozen=True)
-class PermutationTest:
-    """Observed statistic, permutation p-value and the null it came from (``permutations`` draws)."""
-
-    statistic: float
-    p_value: float
-    permutations: int
-    alternative: str
-    exact: bool
-    null: np.ndarray = field(repr=False, compare=False)
-
-
-def input_rows(row_input: np.ndarray) -> np.ndarray:
-    """Rows of each probe input ``[n_inputs, rows_per_input]``, in row order within an input.
-
-    Permuting inputs permutes these rows as wholes; every input must have the same number of rows
-    (a fixed number of positions per image, or one row per input).
-    """
-    row_input = np.asarray(row_input).ravel()
-    inputs, counts = np.unique(row_input, return_counts=True)
-    if counts.min() != counts.max():
-        raise ValueError(f"inputs have between {counts.min()} and {counts.max()} rows; permuting whole "
-                         "inputs needs the same number of rows for every input")
-    order = np.argsort(row_input, kind="stable")
-    return order.reshape(len(inputs), counts[0])
-
-
-def permutation_test(statistic: Callable[[np.ndarray, np.ndarray], float], x: np.ndarray, y: np.ndarray, *,
-                     permutations: int = 999, seed: int = 0, row_input: np.ndarray | None = None,
-                     alternative: str = "greater") -> PermutationTest:
-    """Is ``statistic(x, y)`` larger than when the pairing of probe inputs is broken?
-
-    The null keeps each network's own structure and shuffles which input of ``y`` faces which
-    input of ``x``: whole inputs move, so the rows at one image's positions stay together
-    (``row_input``: the probe input of each row; default one row per input). Rows within an
-    image are not exchangeable, so permuting rows one by one would make p-values too small.
-    ``scipy.stats.permutation_test`` draws the permutations; a random (not exhaustive) test
-    reports ``p = (1 + #{null >= observed}) / (1 + permutations)`` (Phipson & Smyth 2010), never 0.
-    """
-    x, y = np.asarray(x), np.asarray(y)
-    if len(x) != len(y):
-        raise ValueError(f"x and y must have paired rows; got {len(x)} and {len(y)}")
-    groups = input_rows(np.arange(len(x)) if row_input is None else row_input)
-    xs = x[groups.ravel()]
-
-    def stat(order):
-        return statistic(xs, y[groups[order].ravel()])
-
-    res = stats.permutation_test((np.arange(len(groups)),), stat, permutation_type="pairings",
-                                 vectorized=False, n_resamples=permutations, alternative=alternative,
-                                 rng=np.random.default_rng(seed))
-    exact = len(res.null_distribution) < permutations or math.factorial(min(len(groups), 20)) <= permutations
-    return PermutationTest(float(res.statistic), float(res.pvalue), len(res.null_distribution), alternative,
-                           bool(exact), np.asarray(res.null_distribution))
-
-
-def permutation_p_value(observed: float, null: np.ndarray, alternative: str = "greater") -> float:
-    """p-value of ``observed`` against ``len(null)`` random permutations computed elsewhere:
-    ``(1 + #{null >= observed}) / (1 + len(null))`` for ``greater`` (scipy's rule and tolerance)."""
-    null = np.asarray(null, dtype=np.float64)
-    null = null[np.isfinite(null)]
-    gamma = abs(observed) * np.finfo(np.float64).eps * 100
-    ge = (1 + np.count_nonzero(null >= observed - gamma)) / (1 + null.size)
-    le = (1 + np.count_nonzero(null <= observed + gamma)) / (1 + null.size)
-    if alternative == "greater":
-        return float(ge)
-    if alternative == "less":
-        return float(le)
-    if alternative == "two-sided":
-        return float(min(1.0, 2 * min(ge, le)))
-    raise ValueError(f"alternative must be greater, less or two-sided, got {alternative!r}")
-
-
-def holm(p_values: Sequence[float]) -> np.ndarray:
-    """Holm (1979) step-down adjusted p-values, controlling the family-wise error rate.
-
-    The i-th smallest of m p-values becomes ``max_{j <= i} min(1, (m - j + 1) p_(j))``; NaN
-    entries (tests not run) are left out of m and stay NaN. Written here because scipy has only
-    false-discovery-rate corrections, and statsmodels is a heavy dependency for ten lines.
-
-    >>> holm([0.01, 0.04, 0.03, 0.5]).round(3).tolist()
-    [0.04, 0.09, 0.09, 0.5]
-    """
-    p = np.asarray(p_values, dtype=np.float64)
-    out = np.full(p.shape, np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    if ok.size == 0:
-        return out
-    if ((p[ok] < 0) | (p[ok] > 1)).any():
-        raise ValueError("p-values must lie in [0, 1]")
-    order = ok[np.argsort(p[ok], kind="stable")]
-    m = ok.size
-    adjusted = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * p[order]))
-    out[order] = adjusted
-    return out
-
-
-# --------------------------------------------------------------------------- how many seeds
-
-
-@dataclass(frozen=True)
-class VarianceComponents:
-    """Pairwise values ``v_ab = mu + u_a + u_b + e_ab``: seed effects ``u`` (variance ``seed``)
-    and pair-specific deviations ``e`` (variance ``pair``), by the method of moments."""
-
-    mean: float
-    seed: float
-    pair: float
-    seeds: int
-    note: str = ""
-
-    def variance_of_mean(self, seeds: int) -> float:
-        """Variance over seed draws of the mean over all pairs of ``seeds`` seeds:
-        ``4 seed / S + 2 pair / (S (S - 1))`` (Hoeffding decomposition of the pair mean)."""
-        return 4 * self.seed / seeds + 2 * self.pair / (seeds * (seeds - 1))
-
-
-def variance_components(values: Sequence[float], pairs: Sequence[tuple[Hashable, Hashable]]) -> VarianceComponents:
-    """Seed and pair variance of a pairwise statistic measured on every pair of S seeds.
-
-    Least squares for the additive model (the diallel without self-pairs; Griffing 1956, method
-    4): ``u_a = (S-1)/(S-2) (r_a - mean)`` with ``r_a`` the mean of a's pairs; the residual mean
-    square estimates ``pair`` (``S(S-3)/2`` degrees of freedom) and the seed mean square
-    ``(S-2) sum u^2 / (S-1)`` has expectation ``pair + (S-2) seed``. With 3 seeds the two cannot be
-    separated: all of the spread is charged to the seeds (conservative: it shrinks slowest).
-    """
-    nets = tuple(dict.fromkeys(net for pair in pairs for net in pair))
-    s = len(nets)
-    v = np.asarray(values, dtype=np.float64)
-    if len(v) != len(pairs):
-        raise ValueError(f"need one value per pair; got {len(v)} values for {len(pairs)} pairs")
-    keys = {frozenset(p) for p in pairs}
-    if len(keys) != len(pairs) or len(keys) != s * (s - 1) // 2:
-        raise ValueError(f"need each of the {s * (s - 1) // 2} pairs of {s} seeds exactly once, got {len(pairs)}")
-    mean = float(v.mean())
-    if s == 2:
-        return VarianceComponents(mean, math.nan, math.nan, s, "one seed pair: the spread over seeds cannot be measured")
-    if s == 3:
-        return VarianceComponents(mean, float(v.var(ddof=1)) / 2, 0.0, s,
-                                  "3 seeds: seed and pair variance not separable; all charged to seeds")
-    where = {net: i for i, net in enumerate(nets)}
-    ia = np.array([where[a] for a, _ in pairs])
-    ib = np.array([where[b] for _, b in pairs])
-    rows = np.bincount(ia, weights=v, minlength=s) + np.bincount(ib, weights=v, minlength=s)
-    u = (s - 1) / (s - 2) * (rows / (s - 1) - mean)
-    residual = v - mean - u[ia] - u[ib]
-    pair = float(residual @ residual) / (s * (s - 3) / 2)
-    seed_ms = (s - 2) * float(u @ u) / (s - 1)
-    return VarianceComponents(mean, max(0.0, (seed_ms - pair) / (s - 2)), pair, s)
-
-
-@dataclass(frozen=True)
-class SeedPlan:
-    """How many seeds a target interval width needs, from the measured spread.
-
-    ``seeds`` is None when the width is out of reach (the input floor alone is wider, or the
-    spread over seeds cannot be measured); ``current_width`` is the model's width at the seeds
-    measured, to compare with the bootstrap interval.
-    """
-
-    width: float
-    level: float
-    seeds: int | None
-    current_seeds: int
-    current_width: float
-    seed_sd: float
-    pair_sd: float
-    input_sd: float
-    note: str = ""
-
-
-def seeds_for_width(values: Sequence[float], width: float, *, pairs: Sequence[tuple] | None = None,
-                    level: float = LEVEL, input_sd: float = 0.0, max_seeds: int = 10_000) -> SeedPlan:
-    """Smallest number of seeds whose normal-approximation interval ``2 z sqrt(V(S))`` is at most
-    ``width``.
-
-    Per-network values (``pairs=None``): ``V(S) = var / S``. Pairwise values over every pair:
-    ``V(S) = 4 seed / S + 2 pair / (S(S-1))`` (:func:`variance_components`). ``input_sd``, the
-    standard deviation due to the probe inputs (an inputs-only bootstrap's), is a floor that more
-    seeds do not lower: it is added as ``input_sd**2``.
-    """
-    if width <= 0:
-        raise ValueError(f"width must be positive, got {width}")
-    z = float(stats.norm.ppf((1 + level) / 2))
-    v = np.asarray(values, dtype=np.float64)
-    note = ""
-    if pairs is None:
-        s = len(v)
-        if s < 2:
-            raise ValueError("need values of at least 2 networks")
-        seed_var, pair_var = float(v.var(ddof=1)), 0.0
-
-        def variance(n):
-            return seed_var / n + input_sd**2
-    else:
-        comp = variance_components(v, pairs)
-        s, note = comp.seeds, comp.note
-        seed_var, pair_var = comp.seed, comp.pair
-        if not np.isfinite(seed_var):
-            return SeedPlan(width, level, None, s, math.nan, math.nan, math.nan, input_sd, note)
-
-        def variance(n):
-            return comp.variance_of_mean(n) + input_sd**2
-    current = 2 * z * math.sqrt(variance(s))
-    if 2 * z * input_sd >= width:
-        return SeedPlan(width, level, None, s, current, math.sqrt(seed_var), math.sqrt(pair_var), input_sd,
-                        "; ".join(filter(None, [note, "the probe inputs alone make the interval wider"])))
-    lo, hi = 2, max_seeds
-    if 2 * z * math.sqrt(variance(hi)) > width:
-        return SeedPlan(width, level, None, s, current, math.sqrt(seed_var), math.sqrt(pair_var), input_sd,
-                        "; ".join(filter(None, [note, f"more than {max_seeds} seeds"])))
-    while lo < hi:  # the variance decreases with S
-        mid = (lo + hi) // 2
-        if 2 * z * math.sqrt(variance(mid)) <= width:
-            hi = mid
-        else:
-            lo = mid + 1
-    return SeedPlan(width, level, lo, s, current, math.sqrt(seed_var), math.sqrt(pair_var), input_sd, note)
