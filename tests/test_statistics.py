@@ -325,3 +325,18 @@ def test_bad_arguments_are_named():
         st.pairwise([1.0], [(0, 0)])
     with pytest.raises(ValueError, match="in groups"):
         st.draw({"a": [0, 1], "b": [1, 2]}, None)
+
+
+def test_config_section_has_defaults_and_names_bad_values():
+    from conftest import REPO, tiny_config
+    from convergent.config import ConfigError, validate
+
+    schema = REPO / "workflow" / "schemas" / "config.schema.yaml"
+    cfg = validate(tiny_config(), schema)["statistics"]
+    assert (cfg["replicates"], cfg["interval"], cfg["level"], cfg["permutations"]) == (1000, "percentile", 0.95, 999)
+    bad = tiny_config()
+    bad["statistics"] = {"interval": "studentized", "layer_differences": [["conv1"]]}
+    with pytest.raises(ConfigError) as error:
+        validate(bad, schema)
+    assert "statistics.interval" in str(error.value) and "bca" in str(error.value)
+    assert "statistics.layer_differences.0" in str(error.value)
