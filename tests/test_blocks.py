@@ -227,3 +227,25 @@ def test_docstring_examples():
 
     for module in (bl, count_blocks):
         assert doctest.testmod(module).failed == 0, module.__name__
+
+
+def test_layer_to_layer_difference_is_paired_over_seeds_and_inputs():
+    """Two layers of four seeds on the same probe images: the difference of their mean pairwise
+    CCA is bootstrapped on shared draws of seeds and image blocks."""
+    rng = np.random.default_rng(15)
+    image = np.repeat(np.arange(N_IMAGES), PER_IMAGE)
+    blocks = bl.input_blocks(N_IMAGES, N_BLOCKS)[image]
+    seeds = [0, 1, 2, 3]
+    pairs = [(a, b) for a in seeds for b in seeds if a < b]
+    shared = rng.normal(size=(len(image), 3))
+    layers = {}
+    for layer, noise in (("conv1", 0.3), ("conv3", 1.5)):
+        nets = [shared @ rng.normal(size=(3, 4)) + noise * rng.normal(size=(len(image), 4)) for _ in seeds]
+        moments = bl.BlockMoments.from_rows(np.hstack(nets), blocks, N_BLOCKS, seeds)
+        layers[layer] = st.pairwise([bl.pair_statistic(moments.pair(a, b), "cca") for a, b in pairs], pairs,
+                                    n_blocks=N_BLOCKS, label=layer)
+    out = st.bootstrap({**layers, "conv1 - conv3": layers["conv1"] - layers["conv3"]}, replicates=300, seed=2)
+    diff = out["conv1 - conv3"]
+    np.testing.assert_allclose(diff.distribution, out["conv1"].distribution - out["conv3"].distribution, atol=1e-12)
+    assert diff.over == "seeds and inputs" and diff.lo > 0  # conv1's units are the less noisy
+    assert diff.estimate == pytest.approx(out["conv1"].estimate - out["conv3"].estimate)

@@ -548,11 +548,28 @@ def replicates(blocks, measure: str, weights: np.ndarray, **kwargs) -> np.ndarra
 
 def pair_statistic(blocks, measure: str, **kwargs) -> Callable[[np.ndarray], np.ndarray]:
     """The pair's ``measure`` as a function of block counts ``[k, B] -> [k]``, for
-    :func:`convergent.statistics.pairwise` (with ``n_blocks=blocks.n_blocks``)."""
+    :func:`convergent.statistics.pairwise` (with ``n_blocks=blocks.n_blocks``).
+
+    Results are remembered per set of draws: the same draws reach a pair again when one layer's
+    value, its differences to other layers and its baseline comparison are bootstrapped together.
+    """
     allowed = blocks.MEASURES if hasattr(blocks, "MEASURES") else MOMENT_MEASURES
     if measure not in allowed:
         raise ValueError(f"{measure!r} is not one of {allowed}; other measures resample rows with row_statistic")
-    return lambda block_counts: replicates(blocks, measure, block_counts, **kwargs)
+    return _remembered(lambda block_counts: replicates(blocks, measure, block_counts, **kwargs))
+
+
+def _remembered(fn: Callable[[np.ndarray], np.ndarray]) -> Callable[[np.ndarray], np.ndarray]:
+    memory: dict = {}
+
+    def call(block_counts):
+        counts = np.ascontiguousarray(np.atleast_2d(block_counts), dtype=np.float64)
+        key = (counts.shape, counts.tobytes())
+        if key not in memory:
+            memory[key] = np.asarray(fn(counts), dtype=np.float64)
+        return memory[key]
+
+    return call
 
 
 # --------------------------------------------------------------------------- rows
@@ -589,7 +606,8 @@ def row_statistic(x: np.ndarray, y: np.ndarray, row_block: np.ndarray, measure: 
         def fn(rows):
             return f(x[rows], y[rows], **kwargs)
 
-    return lambda block_counts: np.array([fn(resampled_rows(row_block, w)) for w in np.atleast_2d(block_counts)])
+    return _remembered(lambda block_counts: np.array([fn(resampled_rows(row_block, w))
+                                                     for w in np.atleast_2d(block_counts)]))
 
 
 # --------------------------------------------------------------------------- streamed pass
