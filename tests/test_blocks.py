@@ -15,6 +15,7 @@ from convergent import similarity as sim
 from convergent import statistics as st
 from convergent.count_blocks import CountBlocks
 from convergent.correlation import joint_layer_statistics
+from convergent.matching import match_frame, summarize_match
 from convergent.mutual_information import bin_codes, mutual_information_from_codes
 from convergent.subspace import planted_pair, similarity as subspace_similarity, SubspaceProblem
 
@@ -40,6 +41,11 @@ def conv_like(seed=0, p=6, q=5):
     return x, y, image
 
 
+def li_table1(x, y):
+    """Li et al.'s Table-1 row as the `match` step computes it from a correlation matrix."""
+    return summarize_match(match_frame(sim.correlation_from_cov(*sim.covariances(x, y))))
+
+
 def draws(seed=1, n=6):
     rng = np.random.default_rng(seed)
     out = [np.bincount(rng.integers(0, N_BLOCKS, N_BLOCKS), minlength=N_BLOCKS) for _ in range(n)]
@@ -53,6 +59,8 @@ def draws(seed=1, n=6):
     ("pwcca", sim.pwcca),
     ("procrustes", sim.procrustes_distance),
     ("matching", sim.matching_correlation),
+    ("semi", lambda x, y: li_table1(x, y)["semi"]),
+    ("overlap", lambda x, y: li_table1(x, y)["overlap"]),
 ])
 def test_replicate_from_blocks_equals_recompute_from_resampled_rows(measure, recompute):
     x, y, image = conv_like()
@@ -107,6 +115,8 @@ def test_subspace_similarity_from_gram_blocks_equals_recompute():
             from_gram = SubspaceProblem.from_gram(pair.gram(w), x.shape[1], device="cpu").max_match(eps)
             direct = SubspaceProblem(x[rows], y[rows], device="cpu").max_match(eps)
             assert (from_gram.x, from_gram.y, from_gram.dropped_x) == (direct.x, direct.y, direct.dropped_x)
+    np.testing.assert_array_equal(pair.subspace_curves(weights, (0.3, 0.1))[:, 1],
+                                  bl.replicates(pair, "subspace", weights, epsilon=0.1))
     assert 0 < got[-1] < 1
 
 

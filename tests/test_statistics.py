@@ -153,6 +153,20 @@ def test_bca_equals_the_formula_with_jackknife_over_seeds_and_blocks():
     assert (basic.lo, basic.hi) == pytest.approx((2 * est - pct.hi, 2 * est - pct.lo), abs=1e-12)
 
 
+def test_intervals_from_stored_replicates_equal_the_in_process_ones():
+    rng = np.random.default_rng(14)
+    s, n = 5, 20
+    pairs = list(itertools.combinations(range(s), 2))
+    fns = [st.mean_over_inputs(np.exp(rng.normal(0, 0.5, n)) + 0.1 * a * b)[0] for a, b in pairs]
+    stat = st.pairwise(fns, pairs, n_blocks=n)
+    jack = st.jackknife(stat, replicates=800, seed=3)
+    assert [len(j) for j in jack] == [s, n]
+    for method in st.METHODS:
+        ci = st.bootstrap(stat, replicates=800, seed=3, method=method)
+        got = st.interval_from(ci.estimate, ci.distribution, method=method, jackknife=jack)
+        assert got == pytest.approx((ci.lo, ci.hi), abs=1e-12), method
+
+
 def test_a_biased_statistic_is_flagged_and_the_basic_interval_recentres_it():
     # linear CKA of 40 units on 60 independent rows: replicates on duplicated rows are biased up
     rng = np.random.default_rng(13)

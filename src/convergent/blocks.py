@@ -71,7 +71,7 @@ from typing import Callable, Hashable, Sequence
 import h5py
 import numpy as np
 
-from convergent.matching import bipartite_matching
+from convergent.matching import bipartite_matching, overlap_ratio, semi_matching
 
 __all__ = [
     "input_blocks",
@@ -90,7 +90,9 @@ MOMENTS_FORMAT = "convergent.blocks/moments"
 COUNTS_FORMAT = "convergent.blocks/counts"
 VERSION = 1
 #: measures whose replicates come from moment blocks (covariances, or the Gram for ``subspace``)
-MOMENT_MEASURES = ("linear_cka", "cca", "svcca", "pwcca", "procrustes", "matching", "subspace")
+MOMENT_MEASURES = ("linear_cka", "cca", "svcca", "pwcca", "procrustes", "matching", "semi", "overlap", "subspace")
+#: Li et al.'s Table-1 quantities, all from one replicate's correlation matrix
+UNIT_MATCHING = ("matching", "semi", "overlap")
 #: up to this many blocks, linear CKA replicates use block kernels (B^3 floats per kernel)
 KERNEL_BLOCKS = 200
 
@@ -488,8 +490,9 @@ class PairBlocks:
         if "linear_cka" in names and self.n_blocks <= KERNEL_BLOCKS and len(w) >= self.n_blocks:
             out["linear_cka"][:] = self.linear_cka_kernel(w)  # cheaper than per-replicate covariances
             names = [n for n in names if n != "linear_cka"]
-        full = [n for n in names if n not in ("matching", "subspace")]  # need cov_xx and cov_yy
-        parts = ("xy", "xx", "yy") if full else ("xy",) if "matching" in names else ()
+        full = [n for n in names if n not in UNIT_MATCHING + ("subspace",)]  # need cov_xx and cov_yy
+        unit = [n for n in names if n in UNIT_MATCHING]
+        parts = ("xy", "xx", "yy") if full else ("xy",) if unit else ()
         step = self._batch(batch, bool(full))
         sizes = {"xy": self.cross_xy[0].size, "xx": self.cross_xx[0].size, "yy": self.cross_yy[0].size}
         buffers = {key: np.empty((min(step, len(w)), sizes[key])) for key in parts}
@@ -501,15 +504,17 @@ class PairBlocks:
                     den = np.sqrt(np.square(self._product(m, "xx", i)).sum()
                                   * np.square(self._product(m, "yy", i)).sum())
                     out["linear_cka"][r + i] = num / den if den > 0 else np.nan
-            if "matching" in names:
+            if unit:
                 def solve(i, m=m):
-                    return _matching_mean(self._correlation(m, i))
+                    return _unit_matching(self._correlation(m, i), unit)
 
                 if threads > 1:
                     with ThreadPoolExecutor(threads) as pool:
-                        out["matching"][r:r + len(m["n"])] = list(pool.map(solve, range(len(m["n"]))))
+                        solved = list(pool.map(solve, range(len(m["n"]))))
                 else:
-                    out["matching"][r:r + len(m["n"])] = [solve(i) for i in range(len(m["n"]))]
+                    solved = [solve(i) for i in range(len(m["n"]))]
+                for name in unit:
+                    out[name][r:r + len(m["n"])] = [values[name] for values in solved]
             for i in range(len(m["n"])):
                 covs = None
                 for name in full:
@@ -517,28 +522,48 @@ class PairBlocks:
                         covs = covs or self._covariances(m, i)
                         out[name][r + i] = MEASURES[name].cov(*covs, **options.get(name, {}))
         if "subspace" in names:
-            from convergent.subspace import SubspaceProblem
-
             eps = float(options.get("subspace", {}).get("epsilon", 0.25))
-            p = len(self.shift_x)
-            out["subspace"][:] = [SubspaceProblem.from_gram(self.gram(wi), p, device="cpu").similarity(eps)
-                                  for wi in w]
+            out["subspace"][:] = self.subspace_curves(w, [eps])[:, 0]
         return out
 
+    def subspace_curves(self, weights: np.ndarray, eps_grid: Sequence[float]) -> np.ndarray:
+        """Wang et al.'s s(eps) over a grid, ``[R, len(eps_grid)]``, each replicate from its Gram
+        matrix (Algorithm 1 once per replicate, reused across the grid)."""
+        from convergent.subspace import SubspaceProblem
 
-def _matching_mean(corr: np.ndarray) -> float:
-    value = bipartite_matching(corr).value
-    return float(np.nanmean(value)) if np.isfinite(value).any() else float("nan")
+        w = np.atleast_2d(self._weights(weights))
+        p = len(self.shift_x)
+        return np.array([SubspaceProblem.from_gram(self.gram(wi), p, device="cpu").similarity_curve(eps_grid)
+                         for wi in w])
+
+
+def _unit_matching(corr: np.ndarray, names: Sequence[str]) -> dict[str, float]:
+    """Li et al. Table 1 from one correlation matrix: mean bipartite-matching and semi-matching
+    correlation and their overlap ratio, as :func:`convergent.matching.summarize_match` has them."""
+    def mean(match):
+        return float(np.nanmean(match.value)) if match.matched.any() else float("nan")
+
+    match = bipartite_matching(corr) if {"matching", "overlap"} & set(names) else None
+    semi = semi_matching(corr) if {"semi", "overlap"} & set(names) else None
+    out = {}
+    if "matching" in names:
+        out["matching"] = mean(match)
+    if "semi" in names:
+        out["semi"] = mean(semi)
+    if "overlap" in names:
+        out["overlap"] = overlap_ratio(semi, match)
+    return out
 
 
 def replicates(blocks, measure: str, weights: np.ndarray, **kwargs) -> np.ndarray:
     """``measure`` on every replicate, ``weights`` ``[R, B]`` (block counts), from block statistics.
 
-    Moment blocks (:meth:`PairBlocks.measures`): ``linear_cka`` (vectorised), ``matching``
-    (Pearson, then the bipartite matching per replicate), ``subspace`` (s(eps) from the Gram;
-    ``epsilon``), and ``cca``, ``svcca``, ``pwcca``, ``procrustes`` through their ``*_cov``
-    functions in :mod:`convergent.similarity`. Count blocks: ``mi_matching`` / ``mi_semi`` (mean bipartite /
-    semi-matching mutual information). Anything else resamples rows: :func:`row_statistic`.
+    Moment blocks (:meth:`PairBlocks.measures`): ``linear_cka`` (vectorised); ``matching``,
+    ``semi``, ``overlap`` (Li et al.'s Table 1: Pearson, then the matchings re-solved per
+    replicate); ``subspace`` (s(eps) from the Gram; ``epsilon``); ``cca``, ``svcca``, ``pwcca``,
+    ``procrustes`` through their ``*_cov`` functions in :mod:`convergent.similarity`. Count blocks
+    (:class:`convergent.count_blocks.CountBlocks`): ``mi_matching``, ``mi_semi``. Anything else
+    resamples rows: :func:`row_statistic`.
     """
     w = np.atleast_2d(np.asarray(weights, dtype=np.float64))
     if not isinstance(blocks, PairBlocks):  # count blocks (convergent.count_blocks) know their measures

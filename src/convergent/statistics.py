@@ -71,11 +71,14 @@ __all__ = [
     "Resamples",
     "draw",
     "Statistic",
+    "combine",
     "pairwise",
     "per_net",
     "mean_over_inputs",
     "Interval",
     "bootstrap",
+    "jackknife",
+    "interval_from",
     "bootstrap_p_value",
     "PermutationTest",
     "permutation_test",
@@ -487,12 +490,10 @@ def _scipy_interval(statistic: Statistic, resamples: Resamples, replicates: np.n
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
-def _interval(statistic: Statistic, resamples: Resamples, level: float, method: str,
-              replicates: np.ndarray | None = None) -> Interval:
-    estimate = statistic.estimate()
-    cols = _columns(statistic, resamples.nets)
-    net_counts = resamples.net_counts[:, cols]
-    reps = statistic(net_counts, resamples.block_counts) if replicates is None else replicates
+def _dims(statistic: Statistic, resamples: Resamples) -> list:
+    """The resampled dimensions of a statistic: ("nets", its columns, size) per group whose draws
+    varied, then ("blocks", None, n_blocks) when the inputs varied."""
+    net_counts = resamples.net_counts[:, _columns(statistic, resamples.nets)]
     nets = statistic.nets
     dims = []
     for g in resamples.varying:
@@ -500,10 +501,18 @@ def _interval(statistic: Statistic, resamples: Resamples, level: float, method: 
             members = [nets.index(net) for net in statistic.groups[g]]
             if np.ptp(net_counts[:, members], axis=0).any():
                 dims.append(("nets", np.asarray(members), len(members)))
-    vary_inputs = statistic.n_blocks is not None and resamples.block_counts is not None and \
-        bool(np.ptp(resamples.block_counts, axis=0).any())
-    if vary_inputs:
+    if statistic.n_blocks is not None and resamples.block_counts is not None and \
+            bool(np.ptp(resamples.block_counts, axis=0).any()):
         dims.append(("blocks", None, statistic.n_blocks))
+    return dims
+
+
+def _interval(statistic: Statistic, resamples: Resamples, level: float, method: str) -> Interval:
+    estimate = statistic.estimate()
+    net_counts = resamples.net_counts[:, _columns(statistic, resamples.nets)]
+    reps = statistic(net_counts, resamples.block_counts)
+    dims = _dims(statistic, resamples)
+    vary_inputs = any(d[0] == "blocks" for d in dims)
     over = _over(any(d[0] == "nets" for d in dims), vary_inputs)
     notes = []
     pairs_only = any(v >= 2 for v in statistic.min_distinct.values())
@@ -559,6 +568,62 @@ def bootstrap(statistic: Statistic | Mapping[str, Statistic], *, replicates: int
                      resample_inputs=resample_inputs)
     out = {name: _interval(s, resamples, level, method) for name, s in parts.items()}
     return out if many else out[""]
+
+
+def jackknife(statistic: Statistic, *, replicates: int = REPLICATES, seed: int = 0,
+              resample_nets: bool = True, resample_inputs: bool = True) -> list[np.ndarray]:
+    """Leave-one-out values of ``statistic`` over each dimension :func:`bootstrap` resamples with
+    these arguments (each group of networks whose draws vary, then the blocks of inputs): what
+    BCa's acceleration needs. Store them beside the replicates to make a BCa interval later,
+    without the data, with :func:`interval_from`."""
+    groups, n_blocks, need = _merge([statistic])
+    resamples = draw(groups, n_blocks, replicates, seed, min_distinct=need, resample_nets=resample_nets,
+                     resample_inputs=resample_inputs)
+    out = []
+    n_nets = len(statistic.nets)
+    for kind, cols, size in _dims(statistic, resamples):
+        nets = np.ones((size, n_nets), dtype=np.int64)
+        blocks = None if n_blocks is None else np.ones((size, n_blocks), dtype=np.int64)
+        if kind == "nets":
+            nets[np.arange(size), cols] = 0
+        else:
+            blocks[np.arange(size), np.arange(size)] = 0
+        out.append(statistic(nets, blocks))
+    return out
+
+
+def interval_from(estimate: float, distribution: np.ndarray, *, level: float = LEVEL, method: str = "percentile",
+                  jackknife: Sequence[np.ndarray] | None = None) -> tuple[float, float]:
+    """An interval from stored replicates (e.g. a difference of two layers' replicates saved by
+    separate jobs with the same seed, hence paired), as :func:`bootstrap` makes it: percentile and
+    basic from the quantiles; BCa (Efron & Tibshirani 1993, eqs. 14.14-14.15) needs the
+    :func:`jackknife` values, its acceleration summing the influence over every dimension, as scipy."""
+    reps = np.asarray(distribution, dtype=np.float64)
+    reps = reps[np.isfinite(reps)]
+    alpha = (1 - level) / 2
+    if method in ("percentile", "basic"):
+        lo, hi = np.quantile(reps, [alpha, 1 - alpha])
+        return (float(lo), float(hi)) if method == "percentile" else (2 * estimate - float(hi), 2 * estimate - float(lo))
+    if method != "bca":
+        raise ValueError(f"interval method {method!r} is not one of {METHODS}")
+    if not jackknife:
+        raise ValueError("a BCa interval needs the jackknife values of the statistic")
+    z0 = stats.norm.ppf((np.count_nonzero(reps < estimate) + np.count_nonzero(reps <= estimate)) / (2 * len(reps)))
+    num = den = 0.0
+    for values in jackknife:
+        values = np.asarray(values, dtype=np.float64)
+        n = len(values)
+        influence = (n - 1) * (values.mean() - values)
+        num += np.sum(influence**3) / n**3
+        den += np.sum(influence**2) / n**2
+    accel = num / (6 * den**1.5)
+    z = stats.norm.ppf([alpha, 1 - alpha])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        levels = stats.norm.cdf(z0 + (z0 + z) / (1 - accel * (z0 + z)))
+    if not np.isfinite(levels).all():
+        return math.nan, math.nan
+    lo, hi = np.quantile(reps, levels)
+    return float(lo), float(hi)
 
 
 def bootstrap_p_value(distribution: np.ndarray | Interval, null: float = 0.0, alternative: str = "greater") -> float:
