@@ -307,10 +307,11 @@ def pairwise(values: Sequence, pairs: Sequence[tuple[Hashable, Hashable]], *,
     ``theta(c, w) - theta(1, w)`` at the same input draw ``w``, is scaled by
     ``sqrt(S(S-1))/(S-2)``, which makes the bootstrap variance of the mean's linear (Hajek) part
     that of the unbiased leave-one-seed-out jackknife, ``4 var(u)/S``. Pairs across groups (a seed
-    vs an untrained baseline) are a mean over one group's draws: ``sqrt(S/(S-1))``. Without it the
-    95 % interval of a mean over pairs of 4 seeds covered the truth in 74-86 % of normal
-    simulated populations, with it in 91-95 % (``tests/test_statistics.py`` checks >= 90 %).
-    Every pair is then evaluated in every replicate.
+    vs an untrained baseline) are a mean over one group's draws: ``sqrt(S/(S-1))``. Measured on
+    normal populations (300 each, pair/seed spread 0-1): the 95 % interval of a mean over seed
+    pairs covered the truth in 79-89 % of them at 4 seeds without it, 93-96 % with it (3 seeds:
+    53-58 % -> 80-86 %; 8 seeds: 84-89 % -> 92-95 %). Every pair is then evaluated in every
+    replicate.
     """
     if len(values) != len(pairs) or not pairs:
         raise ValueError(f"need one value per pair; got {len(values)} values for {len(pairs)} pairs")
