@@ -53,6 +53,8 @@ class CountBlocks:
     :func:`convergent.mutual_information.mutual_information`.
     """
 
+    MEASURES = ("mi_matching", "mi_semi")
+
     def __init__(self, n_a: int, n_b: int, n_codes: int, n_blocks: int,
                  dead_a: np.ndarray | None = None, dead_b: np.ndarray | None = None):
         self.n_codes = int(n_codes)
@@ -62,8 +64,6 @@ class CountBlocks:
         self.marginal_b = np.zeros((n_blocks, n_b, n_codes))
         self.dead_a = np.zeros(n_a, bool) if dead_a is None else np.asarray(dead_a, bool)
         self.dead_b = np.zeros(n_b, bool) if dead_b is None else np.asarray(dead_b, bool)
-
-    MEASURES = ("mi_matching", "mi_semi")
 
     @property
     def n_blocks(self) -> int:
