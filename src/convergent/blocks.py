@@ -75,6 +75,7 @@ from convergent.matching import bipartite_matching, overlap_ratio, semi_matching
 
 __all__ = [
     "input_blocks",
+    "blocks_that_fit",
     "row_blocks",
     "resampled_rows",
     "BlockMoments",
@@ -110,6 +111,19 @@ def input_blocks(n_inputs: int, n_blocks: int, seed: int = 0) -> np.ndarray:
     block = np.empty(n_inputs, dtype=np.int64)
     block[np.random.default_rng([seed, 3]).permutation(n_inputs)] = np.arange(n_inputs) % n_blocks
     return block
+
+
+def blocks_that_fit(n_features: int, wanted: int, max_bytes: int, minimum: int = 20) -> int | None:
+    """How many blocks of moments of ``n_features`` joint features fit in ``max_bytes``
+    (``8 B D^2`` bytes): ``wanted`` if they fit, fewer down to ``minimum``, else None (resample
+    rows instead). Fewer blocks are fewer, larger resampling units: still a valid bootstrap of
+    whole inputs, with coarser replicates.
+
+    >>> blocks_that_fit(640, 100, 2 * 10**9), blocks_that_fit(3072, 100, 2 * 10**9), blocks_that_fit(8192, 100, 10**9)
+    (100, 26, None)
+    """
+    fit = int(max_bytes // (8 * n_features**2))
+    return min(wanted, fit) if fit >= minimum else None
 
 
 def row_blocks(path: str | os.PathLike, layer: str, input_block: np.ndarray) -> np.ndarray:
