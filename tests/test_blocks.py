@@ -259,3 +259,24 @@ def test_layer_to_layer_difference_is_paired_over_seeds_and_inputs():
     np.testing.assert_allclose(diff.distribution, out["conv1"].distribution - out["conv3"].distribution, atol=1e-12)
     assert diff.over == "seeds and inputs" and diff.lo > 0  # conv1's units are the less noisy
     assert diff.estimate == pytest.approx(out["conv1"].estimate - out["conv3"].estimate)
+
+
+def test_stored_pair_replicates_give_the_same_intervals_as_live_block_statistics():
+    """Per-pair jobs save estimate, replicates and jackknife; a table job combines them."""
+    x, y, image = conv_like(seed=16)
+    blocks = bl.input_blocks(N_IMAGES, N_BLOCKS)
+    nets = [x[:, :3], x[:, 3:], y[:, :3], y[:, 2:5]]
+    moments = bl.BlockMoments.from_rows(np.hstack(nets), blocks[image], N_BLOCKS, range(4))
+    pairs = [(a, b) for a in range(4) for b in range(4) if a < b]
+    live = [bl.pair_statistic(moments.pair(a, b), "matching") for a, b in pairs]
+    draws = st.draw(range(4), N_BLOCKS, 300, seed=9, min_distinct={"seeds": 2}).block_counts
+    saved = []
+    for fn in live:  # what each per-pair job would write
+        leave_one_out = np.ones((N_BLOCKS, N_BLOCKS)) - np.eye(N_BLOCKS)
+        saved.append(st.stored(fn(np.ones((1, N_BLOCKS)))[0], draws, fn(draws), fn(leave_one_out)))
+    for method in ("percentile", "bca"):
+        a = st.bootstrap(st.pairwise(live, pairs, n_blocks=N_BLOCKS), replicates=300, seed=9, method=method)
+        b = st.bootstrap(st.pairwise(saved, pairs, n_blocks=N_BLOCKS), replicates=300, seed=9, method=method)
+        assert (a.estimate, a.lo, a.hi) == (b.estimate, b.lo, b.hi)
+    with pytest.raises(KeyError, match="other draws"):
+        st.bootstrap(st.pairwise(saved, pairs, n_blocks=N_BLOCKS), replicates=300, seed=10)

@@ -75,6 +75,7 @@ __all__ = [
     "pairwise",
     "per_net",
     "mean_over_inputs",
+    "stored",
     "Interval",
     "bootstrap",
     "jackknife",
@@ -405,6 +406,38 @@ def mean_over_inputs(values: np.ndarray, input_block: np.ndarray | None = None
         return (w @ sums) / (w @ sizes)
 
     return fn, n_blocks
+
+
+def stored(estimate: float, draws: np.ndarray, replicates: np.ndarray,
+           jackknife: np.ndarray | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """A pair's (or network's) statistic computed by another job, as a function of block counts
+    for :func:`pairwise` / :func:`per_net`.
+
+    ``draws`` ``[R, B]``: the block counts it was evaluated at (``draw(...).block_counts`` with the
+    seed and replicates the bootstrap will use; they do not depend on the networks), ``replicates`` ``[R]`` its values there, ``estimate`` its value
+    on every input once, ``jackknife`` ``[B]`` its values with block b left out (for BCa). Per-pair
+    jobs can thus save vectors and a table job combine them, paired, without the data. Block
+    counts it was not evaluated at raise a KeyError naming the mismatch.
+    """
+    draws = np.atleast_2d(np.asarray(draws, dtype=np.float64))
+    n_blocks = draws.shape[1]
+    table = {np.ones(n_blocks).tobytes(): float(estimate)}
+    table.update({row.tobytes(): float(v) for row, v in zip(draws, np.asarray(replicates, dtype=np.float64))})
+    if jackknife is not None:
+        for b, v in enumerate(np.asarray(jackknife, dtype=np.float64)):
+            row = np.ones(n_blocks)
+            row[b] = 0.0
+            table[row.tobytes()] = float(v)
+
+    def fn(block_counts):
+        rows = np.atleast_2d(np.asarray(block_counts, dtype=np.float64))
+        try:
+            return np.array([table[row.tobytes()] for row in rows])
+        except KeyError:
+            raise KeyError("stored replicates were computed for other draws of blocks: use the same "
+                           "seed, replicates and blocks as the job that stored them") from None
+
+    return fn
 
 
 # --------------------------------------------------------------------------- intervals
