@@ -178,14 +178,27 @@ class LayerStats:
 
 def joint_layer_statistics(paths: list[str | os.PathLike], seeds: list[int], layer: str,
                            chunk_rows: int = 65536, device: str = "cpu",
-                           progress=None) -> LayerStats:
-    """One streamed pass over every network's activations of ``layer`` (paired rows)."""
+                           progress=None, blocks=None, row_block: np.ndarray | None = None) -> LayerStats:
+    """One streamed pass over every network's activations of ``layer`` (paired rows).
+
+    ``blocks``: a :class:`convergent.blocks.BlockMoments` over the same joint matrix, fed every
+    chunk with ``row_block`` (the block of each row, :func:`convergent.blocks.row_blocks`), so
+    per-block statistics for bootstrap replicates come from the same read. The returned
+    statistics do not depend on it.
+    """
     check_paired(paths, layer)
+    if blocks is not None and row_block is None:
+        raise ValueError("block statistics need row_block, the block of each row")
     units = int(layer_attrs(paths[0], layer)["shape"][0])
     moments = StreamingMoments(units * len(paths), device)
     streams = [iter_sample_chunks(p, layer, chunk_rows) for p in paths]
+    start = 0
     for chunks in zip(*streams):
-        moments.update(np.hstack(chunks))
+        joint = np.hstack(chunks)
+        moments.update(joint)
+        if blocks is not None:
+            blocks.update(joint, row_block[start:start + len(joint)])
+        start += len(joint)
         if progress is not None:
             progress.update(len(chunks[0]))
     mean, cov = moments.mean, moments.cov
