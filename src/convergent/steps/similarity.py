@@ -94,7 +94,11 @@ def _native(path, layer: str, rows: np.ndarray | None) -> np.ndarray:
 def measure_kwargs(cfg: dict) -> dict[str, dict]:
     """Config parameters of the measures that have any."""
     return {"rbf_cka": {"sigma": cfg["rbf_sigma"]}, "svcca": {"keep": cfg["svcca_variance"]},
-            "subspace": {"epsilon": cfg["subspace_epsilon"], "device": "cpu"}}
+            "subspace": {"epsilon": cfg["subspace_epsilon"], "device": "cpu"},
+            "mutual_knn": {"k": cfg["mutual_knn_k"]}}
+
+
+PER_INPUT = ("rsa", "mutual_knn")  # kernels over inputs: one row per probe image
 
 
 def same_layer(measures: list[str], cfg: dict, native_a, native_b, pooled_a, pooled_b,
@@ -109,9 +113,9 @@ def same_layer(measures: list[str], cfg: dict, native_a, native_b, pooled_a, poo
         m = sim.MEASURES[name]
         if m.cov is not None:
             out[name] = m.cov(*covs, **kwargs.get(name, {}))
-        elif name == "rsa":
+        elif name in PER_INPUT:
             ia = slice(None) if kernel_images is None else kernel_images
-            out[name] = sim.rsa(pooled_a[ia], pooled_b[ia])
+            out[name] = m.fn(pooled_a[ia], pooled_b[ia], **kwargs.get(name, {}))
         elif name == "rbf_cka":
             ia = slice(None) if kernel_rows is None else kernel_rows
             out[name] = sim.rbf_cka(native_a[ia], native_b[ia], **kwargs[name])
@@ -148,6 +152,8 @@ def cross_layer(measures: list[str], cfg: dict, reps_a: list, reps_b: list,
                                          **kwargs.get(name, {}))
                 elif name == "rbf_cka":
                     values[i, j] = sim.cka_gram(grams_a[i], grams_b[j])
+                elif name in PER_INPUT:
+                    values[i, j] = m.fn(ra[k], rb[k], **kwargs.get(name, {}))
                 else:
                     values[i, j] = m.fn(ra, rb, **kwargs.get(name, {}))
         out[name] = values
@@ -210,7 +216,7 @@ def compare_pair(act_a, act_b, layers: list[str], cfg: dict, kind: str, net_a: s
             "sampled positions, a noisy estimate of each image's spatial mean")
     maps = cross_layer(measures, cfg, list(cross_a), list(cross_b), kernel_images)
     for name, values in maps.items():
-        n_rows = n_pooled if name in ("rsa", "rbf_cka") else n_images
+        n_rows = n_pooled if name in ("rbf_cka", *PER_INPUT) else n_images
         for i, la in enumerate(layers):
             for j, lb in enumerate(layers):
                 image_rows = "exact" if source_a[i] == source_b[j] == "exact" else "position_halves"
@@ -219,7 +225,7 @@ def compare_pair(act_a, act_b, layers: list[str], cfg: dict, kind: str, net_a: s
 
 
 def _n_rows(name, n_cov, n_native, kernel_rows, n_pooled):
-    if name == "rsa":
+    if name in PER_INPUT:
         return n_pooled
     if name == "rbf_cka":
         return n_native if kernel_rows is None else len(kernel_rows)
