@@ -23,7 +23,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from convergent.matching import bipartite_matching
-from convergent.network_graph import outputs_module, trace
+from convergent.network_graph import outputs_module, paired_rows, trace
 from convergent.permutation import Axis, PermutationSpec, _index, permute_state
 
 _STATISTICS = ("running_mean", "running_var")
@@ -108,11 +108,12 @@ def weight_matching(state_a: dict, state_b: dict, spec: PermutationSpec, max_ite
 
 @torch.no_grad()
 def site_correlations(model_a: nn.Module, model_b: nn.Module, spec: PermutationSpec, batches,
-                      device="cpu", log=None) -> tuple[dict[str, np.ndarray], dict[str, tuple]]:
+                      device="cpu", positions: int | None = None, seed: int = 0,
+                      log=None) -> tuple[dict[str, np.ndarray], dict[str, tuple]]:
     """Per group: the Pearson correlation ``[n, n]`` of A's units (rows) with B's (columns) over
-    every input and spatial position of ``batches`` (input tensors), averaged over the group's
-    sites, and the units dead at every site in A and in B (zero variance; their correlations
-    are 0). Accumulated in float64 from sums in one pass."""
+    the inputs of ``batches`` (input tensors) and every spatial position (or ``positions`` random
+    ones per input), averaged over the group's sites, and the units dead at every site in A and
+    in B (zero variance; their correlations are 0). Accumulated in float64 from sums in one pass."""
     sites = [(name, s) for name, g in spec.groups.items() for s in g.sites]
     missing = [name for name, g in spec.groups.items() if not g.sites]
     if missing:
@@ -123,10 +124,11 @@ def site_correlations(model_a: nn.Module, model_b: nn.Module, spec: PermutationS
         by_name = {n.name: n for n in graph.graph.nodes}
         readers.append(outputs_module(graph, [by_name[s] for _, s in sites]))
     sums = [None] * len(sites)
+    generator = torch.Generator().manual_seed(seed)
     for i, x in enumerate(batches):
         x = x.to(device)
         for k, (ya, yb) in enumerate(zip(readers[0](x), readers[1](x))):
-            ya, yb = _rows(ya), _rows(yb)
+            ya, yb = paired_rows(ya, yb, positions, generator)
             s = (len(ya), ya.sum(0), yb.sum(0), (ya * ya).sum(0), (yb * yb).sum(0), ya.T @ yb)
             sums[k] = s if sums[k] is None else tuple(p + q for p, q in zip(sums[k], s))
         if log and (i + 1) % 20 == 0:
@@ -155,21 +157,14 @@ def site_correlations(model_a: nn.Module, model_b: nn.Module, spec: PermutationS
     return {name: corr[name] / counts[name] for name in corr}, dead
 
 
-def _rows(y: torch.Tensor) -> torch.Tensor:
-    """Units as columns, inputs × positions as rows, float64."""
-    if y.ndim > 2:
-        y = y.movedim(1, -1).reshape(-1, y.shape[1])
-    return y.double()
-
-
 def activation_matching(model_a: nn.Module, model_b: nn.Module, spec: PermutationSpec, batches,
-                        device="cpu", log=None) -> tuple[dict, dict]:
+                        device="cpu", positions: int | None = None, seed: int = 0, log=None) -> tuple[dict, dict]:
     """Per group, the bipartite matching of A's units to B's by activation correlation (Li et al.
     2016 §3.1; Ainsworth et al. 2023 §3.1); units dead on the probe inputs are then matched among
     themselves by weights, in the groups' graph order so the groups feeding them are aligned.
     Returns ``(perms, info)``: per group the mean matched correlation of live units and the
-    numbers of dead units."""
-    corr, dead = site_correlations(model_a, model_b, spec, batches, device, log)
+    numbers of dead units. ``positions``: random spatial positions per input (None: all)."""
+    corr, dead = site_correlations(model_a, model_b, spec, batches, device, positions, seed, log)
     costs = _Costs(model_a.state_dict(), model_b.state_dict(), spec)
     perms, mean_corr, n_dead = {}, {}, {}
     for name in spec.groups:  # graph order: the groups feeding this one come first

@@ -137,3 +137,23 @@ def output_shapes(graph: fx.GraphModule, example: torch.Tensor) -> dict[fx.Node,
     finally:
         graph.train(was_training)
     return shapes
+
+
+def paired_rows(ya: torch.Tensor, yb: torch.Tensor, positions: int | None = None,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two networks' outputs at one layer for the same inputs as float64 ``[rows, units]``
+    matrices with paired rows: one row per input for vectors; for maps, one row per input and
+    spatial position, or ``positions`` positions per input drawn at random (the same ones for
+    both networks), which keeps second moments of large maps cheap."""
+    if ya.shape[0] != yb.shape[0] or ya.shape[2:] != yb.shape[2:]:
+        raise ValueError(f"outputs of shapes {tuple(ya.shape)} and {tuple(yb.shape)} are not paired")
+    if ya.ndim == 2:
+        return ya.double(), yb.double()
+    n, spatial = ya.shape[0], int(torch.tensor(ya.shape[2:]).prod())
+    ya, yb = ya.reshape(n, ya.shape[1], spatial), yb.reshape(n, yb.shape[1], spatial)
+    if positions is not None and positions < spatial:
+        pick = torch.rand(n, spatial, generator=generator).argsort(dim=1)[:, :positions].to(ya.device)
+        ya = ya.gather(2, pick[:, None, :].expand(-1, ya.shape[1], -1))
+        yb = yb.gather(2, pick[:, None, :].expand(-1, yb.shape[1], -1))
+    return (ya.transpose(1, 2).reshape(-1, ya.shape[1]).double(),
+            yb.transpose(1, 2).reshape(-1, yb.shape[1]).double())
