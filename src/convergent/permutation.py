@@ -102,6 +102,13 @@ def _is_identity_probe(module: nn.Module) -> bool:
     return isinstance(module, (_Probe, nn.Identity))
 
 
+def _is_stochastic_depth(op) -> bool:
+    """torchvision's stochastic depth drops whole samples (or rows), never single channels."""
+    name = getattr(op, "__name__", None) or type(op).__name__
+    return name in ("stochastic_depth", "StochasticDepth") and "torchvision" in (
+        getattr(op, "__module__", None) or type(op).__module__)
+
+
 class _Derivation:
     """Union-find over channel spaces while walking the graph once, in order."""
 
@@ -231,7 +238,7 @@ class _Derivation:
             return x
         if isinstance(module, nn.Flatten):
             return self.flatten(node, x, module.start_dim, module.end_dim)
-        if isinstance(module, _CHANNELWISE_MODULES) or _is_identity_probe(module):
+        if isinstance(module, _CHANNELWISE_MODULES) or _is_identity_probe(module) or _is_stochastic_depth(module):
             if isinstance(module, _NONLINEAR_MODULES) and isinstance(x, int):
                 self.sites[self.find(x)].append(node.name)
             return x
@@ -256,7 +263,7 @@ class _Derivation:
             start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
             end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
             return self.flatten(node, labels[0], start, end)
-        if fn in _CHANNELWISE_FUNCTIONS:
+        if fn in _CHANNELWISE_FUNCTIONS or _is_stochastic_depth(fn):
             if fn in _NONLINEAR_FUNCTIONS and isinstance(labels[0], int):
                 self.sites[self.find(labels[0])].append(node.name)
             return labels[0]
