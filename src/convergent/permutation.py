@@ -368,10 +368,6 @@ def permuted(model: nn.Module, spec: PermutationSpec, perms: dict[str, np.ndarra
     return clone
 
 
-def compose(first: dict, second: dict) -> dict:
-    """The permutation that applies ``first``, then ``second`` (both B → B' maps)."""
-    return {k: np.asarray(first[k])[np.asarray(second[k])] for k in first}
-
-
 def inverse(perms: dict) -> dict:
+    """The permutations that undo ``perms``."""
     return {k: np.argsort(np.asarray(v)) for k, v in perms.items()}

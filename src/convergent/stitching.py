@@ -159,42 +159,41 @@ def trained_stitch(c_a: int, c_b: int, spatial: bool, init: tuple[np.ndarray, np
     return nn.Sequential(conv, norm)
 
 
-class Stitched:
-    """``top_b(stitch(bottom_a(x)))`` as a torch module (built lazily so this module imports no torch)."""
+def stitched(bottom_a, stitch, top_b):
+    """``top_b(stitch(bottom_a(x)))`` as one module, whose ``train()`` trains only the stitch:
+    both networks stay frozen, batch-norm statistics included."""
+    from torch import nn
 
-    def __new__(cls, bottom_a, stitch, top_b):
-        from torch import nn
+    class Stitched(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bottom_a, self.stitch, self.top_b = bottom_a, stitch, top_b
 
-        class _Stitched(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.bottom_a, self.stitch, self.top_b = bottom_a, stitch, top_b
+        def forward(self, x):
+            return self.top_b(self.stitch(self.bottom_a(x)))
 
-            def forward(self, x):
-                return self.top_b(self.stitch(self.bottom_a(x)))
+        def train(self, mode: bool = True):
+            super().train(False)
+            self.stitch.train(mode)
+            return self
 
-            def train(self, mode: bool = True):
-                # both networks stay frozen, batch norm statistics included; only the stitch trains
-                super().train(False)
-                self.stitch.train(mode)
-                return self
-
-        return _Stitched()
+    return Stitched()
 
 
-def train_stitch(stitched, batches, steps: int, lr: float, device="cpu", log=None) -> list[float]:
-    """Adam on the stitch's parameters only (both networks frozen), cross-entropy on ``batches``
-    (an iterator of (inputs, labels), cycled), for ``steps`` steps; returns the loss per step."""
+def train_stitch(model, batches, steps: int, lr: float, device="cpu", log=None) -> list[float]:
+    """Adam on the stitch's parameters only (both networks frozen), cross-entropy on training
+    (inputs, labels) from ``batches()`` (called again when it runs out), for ``steps`` steps of
+    ``model`` (from :func:`stitched`); returns the loss per step."""
     import torch
 
-    for module in (stitched.bottom_a, stitched.top_b):
+    for module in (model.bottom_a, model.top_b):
         for p in module.parameters():
             p.requires_grad_(False)
-    params = [p for p in stitched.stitch.parameters()]
+    params = [p for p in model.stitch.parameters()]
     for p in params:
         p.requires_grad_(True)
     optimizer = torch.optim.Adam(params, lr=lr)
-    stitched.train()
+    model.train()
     losses = []
     iterator = iter(batches())
     for step in range(steps):
@@ -205,15 +204,15 @@ def train_stitch(stitched, batches, steps: int, lr: float, device="cpu", log=Non
             x, y = next(iterator)
         x, y = x.to(device), y.to(device)
         with torch.no_grad():
-            h = stitched.bottom_a(x)
-        loss = torch.nn.functional.cross_entropy(stitched.top_b(stitched.stitch(h)), y)
+            h = model.bottom_a(x)
+        loss = torch.nn.functional.cross_entropy(model.top_b(model.stitch(h)), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         losses.append(float(loss.detach()))
         if log and (step + 1) % max(1, steps // 4) == 0:
             log(f"    step {step + 1}/{steps}: loss {np.mean(losses[-max(1, steps // 4):]):.4f}")
-    stitched.eval()
+    model.eval()
     return losses
 
 
@@ -291,7 +290,7 @@ def stitch_layers(model_a, model_b, layers: list[str], partners: dict, fit_batch
         stitch = trained_stitch(c_a, c_b, spatial, (weight, bias), affine_output_moments(weight, bias, fit)).to(device)
         log(f"{layer}: training the stitching layer ({'1x1 conv + batch norm' if spatial else 'linear'}, "
             f"{c_a} -> {c_b} units) for {steps} steps")
-        losses = train_stitch(Stitched(bottom_a, stitch, top_b), train_batches, steps, lr, device, log)
+        losses = train_stitch(stitched(bottom_a, stitch, top_b), train_batches, steps, lr, device, log)
         stitches["trained"] = stitch
         info["trained"] = {"steps": steps, "final_train_loss": float(np.mean(losses[-10:])) if losses else float("nan")}
 

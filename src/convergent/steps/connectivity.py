@@ -35,7 +35,7 @@ def _atomic_write(path, write):
     os.replace(tmp, path)
 
 
-def check_function(model, state_a, state_b_aligned, state_b, x) -> float:
+def check_function(model, state_b_aligned, state_b, x) -> float:
     """Largest |Δ logit| between B and the aligned B', relative to B's largest |logit|."""
     with torch.no_grad():
         model.load_state_dict(state_b)
@@ -73,7 +73,7 @@ def main(inputs, outputs, params, log):
     aligned = {name: permute_state(state_b, spec, p) for name, p in perms.items()}
 
     check = example.to(device)
-    worst = {name: check_function(model_b.to(device), state_a, aligned[name], state_b, check) for name in ALIGNMENTS}
+    worst = {name: check_function(model_b.to(device), aligned[name], state_b, check) for name in ALIGNMENTS}
     print("aligned B' against B, max |Δ logit| / max |logit|: "
           + ", ".join(f"{k} {v:.1e}" for k, v in worst.items()))
     if max(worst.values()) > 1e-4:
