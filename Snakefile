@@ -15,6 +15,7 @@ include: "workflow/rules/alignment.smk"
 include: "workflow/rules/many_to_many.smk"
 include: "workflow/rules/subspace.smk"
 include: "workflow/rules/similarity.smk"
+include: "workflow/rules/functional.smk"
 
 
 rule all:

@@ -36,7 +36,11 @@ COLUMNS = ["kind", "net_a", "net_b", "scope", "layer_a", "layer_b", "measure", "
 def measure_kwargs(cfg: dict) -> dict[str, dict]:
     """The config keys of the measures that take parameters, as their keyword arguments."""
     return {"rbf_cka": {"sigma": cfg["rbf_sigma"]}, "svcca": {"keep": cfg["svcca_variance"]},
-            "subspace": {"eps": cfg["subspace_eps"], "device": "cpu"}}
+            "subspace": {"eps": cfg["subspace_eps"], "device": "cpu"},
+            "mutual_knn": {"k": cfg["mutual_knn_k"]}}
+
+
+PER_INPUT = ("rsa", "mutual_knn")  # kernels over inputs: one row per probe image
 
 
 def same_layer(measures: list[str], cfg: dict, native_a, native_b, pooled_a, pooled_b,
@@ -51,9 +55,9 @@ def same_layer(measures: list[str], cfg: dict, native_a, native_b, pooled_a, poo
         m = sim.MEASURES[name]
         if m.cov is not None:
             out[name] = m.cov(*covs, **kwargs.get(name, {}))
-        elif name == "rsa":
+        elif name in PER_INPUT:
             ia = slice(None) if kernel_images is None else kernel_images
-            out[name] = sim.rsa(pooled_a[ia], pooled_b[ia])
+            out[name] = m.fn(pooled_a[ia], pooled_b[ia], **kwargs.get(name, {}))
         elif name == "rbf_cka":
             ia = slice(None) if kernel_rows is None else kernel_rows
             out[name] = sim.rbf_cka(native_a[ia], native_b[ia], **kwargs[name])
@@ -90,6 +94,8 @@ def cross_layer(measures: list[str], cfg: dict, reps_a: list, reps_b: list,
                                          **kwargs.get(name, {}))
                 elif name == "rbf_cka":
                     values[i, j] = sim.cka_gram(grams_a[i], grams_b[j])
+                elif name in PER_INPUT:
+                    values[i, j] = m.fn(ra[k], rb[k], **kwargs.get(name, {}))
                 else:
                     values[i, j] = m.fn(ra, rb, **kwargs.get(name, {}))
         out[name] = values
@@ -142,7 +148,7 @@ def compare_pair(act_a, act_b, layers: list[str], cfg: dict, kind: str, net_a: s
 
     maps = cross_layer(measures, cfg, pooled_a, pooled_b, kernel_images)
     for name, values in maps.items():
-        n_rows = n_pooled if name in ("rsa", "rbf_cka") else n_images
+        n_rows = n_pooled if name in ("rbf_cka", *PER_INPUT) else n_images
         for i, la in enumerate(layers):
             for j, lb in enumerate(layers):
                 add("cross_layer", la, lb, name, values[i, j], n_rows)
@@ -150,7 +156,7 @@ def compare_pair(act_a, act_b, layers: list[str], cfg: dict, kind: str, net_a: s
 
 
 def _n_rows(name, n_cov, n_native, kernel_rows, n_pooled):
-    if name == "rsa":
+    if name in PER_INPUT:
         return n_pooled
     if name == "rbf_cka":
         return n_native if kernel_rows is None else len(kernel_rows)

@@ -24,6 +24,10 @@ Measures, their references, and whether swapping ``X`` and ``Y`` changes the val
   (bipartite) matching of units. Symmetric.
 * :func:`subspace_similarity`: Wang et al. 2018 §5.1: maximum matching similarity s(ε), by
   :mod:`convergent.subspace` (activation vectors not centered). Symmetric.
+* ``soft_matching``: Khosla & Williams 2023, optimal transport between the two sets of units
+  (:mod:`convergent.soft_matching`). Symmetric; a distance.
+* ``mutual_knn``: Huh et al. 2024, shared k nearest neighbours of the inputs
+  (:mod:`convergent.mutual_knn`). Symmetric; needs one row per input.
 
 Linear CKA, CCA, SVCCA, PWCCA, Procrustes and the matching correlation depend on the data only
 through the covariance matrices, so each has a ``*_cov(cov_xx, cov_yy, cov_xy)`` form that runs
@@ -60,6 +64,8 @@ import numpy as np
 from scipy import stats
 
 from convergent.matching import bipartite_matching
+from convergent.mutual_knn import mutual_knn
+from convergent.soft_matching import soft_matching_distance, soft_matching_distance_cov
 
 # Eigenvalues below this fraction of the largest are treated as zero: dead units and exactly
 # collinear units make covariance matrices singular, and CCA must whiten only the live subspace.
@@ -437,6 +443,9 @@ MEASURES: dict[str, Measure] = {m.name: m for m in [
     Measure("matching", "mean matching corr.", matching_correlation, matching_correlation_cov,
             True, True, "Li et al. 2016"),
     Measure("subspace", "subspace match s(ε)", subspace_similarity, None, True, True, "Wang et al. 2018"),
+    Measure("soft_matching", "soft matching distance", soft_matching_distance, soft_matching_distance_cov,
+            False, True, "Khosla & Williams 2023"),
+    Measure("mutual_knn", "mutual k-NN", mutual_knn, None, True, True, "Huh et al. 2024"),
 ]}
 
 

@@ -99,7 +99,8 @@ def code(step):
 
 
 REPORT = BASEDIR / "workflow" / "report"
-_REPORT_CATEGORIES = {"li2016": "Li et al. 2016", "wang2018": "Wang et al. 2018", "similarity": "Beyond the papers"}
+_REPORT_CATEGORIES = {"li2016": "Li et al. 2016", "wang2018": "Wang et al. 2018", "similarity": "Beyond the papers",
+                      "functional": "Functional equivalence"}
 
 
 def _in_report(path, stem, prefix=""):
