@@ -17,7 +17,8 @@ from convergent.count_blocks import CountBlocks
 from convergent.correlation import joint_layer_statistics
 from convergent.matching import match_frame, summarize_match
 from convergent.mutual_information import bin_codes, mutual_information_from_codes
-from convergent.subspace import planted_pair, similarity as subspace_similarity, SubspaceProblem
+from convergent.subspace import SubspaceProblem, similarity as subspace_similarity
+from convergent.subspace_testing import planted_pair
 
 N_IMAGES, PER_IMAGE, N_BLOCKS = 60, 4, 15
 
