@@ -23,7 +23,7 @@ _RESNET_BLOCKS = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 _VGG16_STAGES = (2, 2, 3, 3, 3)
 
 # The keys of the `model` section that name where the network comes from; exactly one is given.
-SOURCES = ("architecture", "torchvision", "timm", "factory")
+SOURCES = ("architecture", "torchvision", "timm", "factory", "huggingface")
 # Tensor layouts a layer may declare (`layout:`); N is the batch, C the units.
 LAYOUTS = ("NCHW", "NHWC", "NTC", "NCT", "NC")
 LAYER_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
@@ -72,7 +72,8 @@ def select_layers(architecture: str, layers: list[str] | None) -> list[str]:
 
 def model_source(model_cfg: dict) -> tuple[str, str]:
     """``(source, name)`` of the ``model`` section: ``("architecture", "small_cnn")``,
-    ``("torchvision", "resnet50")``, ``("timm", "convnext_tiny")``, ``("factory", "nets.py:build")``."""
+    ``("torchvision", "resnet50")``, ``("timm", "convnext_tiny")``, ``("factory", "nets.py:build")``,
+    ``("huggingface", "google/multiberts-seed_0")``."""
     given = [key for key in SOURCES if model_cfg.get(key) is not None]
     if len(given) != 1:
         raise ValueError(f"config key 'model': give exactly one of {list(SOURCES)} (got {given or 'none'})")
@@ -164,4 +165,6 @@ def dataset_geometry(dataset_cfg: dict) -> tuple[int, int | None, int]:
                 classes = sum(1 for entry in os.scandir(root / split) if entry.is_dir())
                 break
         return 3, classes, int(dataset_cfg.get("image_size", 224))
+    if name == "text":  # token ids, no channels or classes; the "side" is the padded length
+        return 0, None, int(dataset_cfg.get("max_length", 128))
     raise ValueError(f"config key 'dataset.name': unknown dataset {name!r}")

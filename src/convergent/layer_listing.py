@@ -7,8 +7,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from convergent.probing import (Probe, ProbeError, ProbeRunner, _finish, _first_key, default_layer_names,
-                                describe_value, find_node, try_trace)
+from convergent.probing import (Probe, ProbeError, ProbeRunner, _finish, _first_key, batch_size,
+                                default_layer_names, describe_value, find_node, move_batch, try_trace)
 
 
 def list_layers(module: nn.Module, batch: torch.Tensor, prepare=None) -> tuple[str, list[dict]]:
@@ -32,8 +32,7 @@ def list_layers(module: nn.Module, batch: torch.Tensor, prepare=None) -> tuple[s
         draft = {name: Probe(name, name, "hook") for name in modules if name}
         how = f"hooks (module names only: the model does not trace with torch.fx, {why_not})"
     parameter = next((p for p in module.parameters() if p.is_floating_point()), None)
-    if parameter is not None:
-        batch = batch.to(dtype=parameter.dtype, device=parameter.device)
+    batch = move_batch(batch, parameter)
     was_training = module.training
     module.eval()
     try:
@@ -64,7 +63,7 @@ def list_layers(module: nn.Module, batch: torch.Tensor, prepare=None) -> tuple[s
                 row["note"] = f"not a tensor: probe with {{layer: {name}, output: {_first_key(value)!r}}}" \
                     if isinstance(value, (tuple, list, Mapping)) else "not a tensor"
             else:
-                done = _finish(probe, value, modules.get(probe.target), len(batch),
+                done = _finish(probe, value, modules.get(probe.target), batch_size(batch),
                                channels_first=points is not None)
                 row.update(kind=done.kind, shape=list(done.shape), units=done.units, signed=done.signed, probe=done)
         except ProbeError as error:

@@ -23,7 +23,7 @@ from convergent.architectures import (dataset_geometry, factory_file, layer_spec
 
 CACHE_DIR = Path(".snakemake") / "convergent"
 # Library files whose code decides which layers exist and what they are named.
-_PLANNING_CODE = ("architectures.py", "layer_plan.py", "models.py", "probing.py", "sources.py")
+_PLANNING_CODE = ("architectures.py", "layer_plan.py", "models.py", "probing.py", "sources.py", "huggingface.py")
 
 
 def _version(package: str) -> str | None:
@@ -42,7 +42,7 @@ def plan_key(model_cfg: dict, dataset_cfg: dict, workdir: str | os.PathLike = ".
     if factory is not None and (Path(workdir) / factory).is_file():
         factory_hash = hashlib.sha256((Path(workdir) / factory).read_bytes()).hexdigest()
     key = {"model": model_cfg, "geometry": dataset_geometry(dataset_cfg), "factory": factory_hash, "code": code,
-           "versions": [_version(p) for p in ("torch", "torchvision", "timm")]}
+           "versions": [_version(p) for p in ("torch", "torchvision", "timm", "transformers")]}
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
@@ -55,6 +55,11 @@ def plan_layers(config: dict, workdir: str | os.PathLike = ".") -> list[str]:
         if specs is not None and any(s.output or s.layout or s.name != s.target for s in specs):
             raise ValueError("config key 'model.layers': the zoo's layers are given by name only")
         return select_layers(name, None if specs is None else [s.target for s in specs])
+    if source == "huggingface":
+        from convergent import huggingface  # no torch: hidden states are named without the model
+
+        if huggingface.plannable_without_model(specs):
+            return [s.name for s in specs]  # indices are checked when a seed is imported
     cache = Path(workdir) / CACHE_DIR / f"layers-{plan_key(model_cfg, config['dataset'], workdir)}.json"
     if cache.is_file():
         return json.loads(cache.read_text())["layers"]

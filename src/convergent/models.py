@@ -228,9 +228,62 @@ def build_network(model_cfg: dict, geometry: tuple[int, int | None, int], pretra
         return sources.build_torchvision(name, kwargs, classes, weights)
     if source == "timm":
         return sources.build_timm(name, kwargs, classes, weights)
+    if source == "huggingface":
+        if model_cfg.get("weights") is not None:
+            raise ValueError("config key 'model.weights': a Hugging Face model's weights come from `checkpoints:` "
+                             "(a hub id or directory per seed)")
+        from convergent import huggingface
+
+        return huggingface.build(model_cfg, pretrained_from=model_cfg["huggingface"] if pretrained else None)
     if weights is not None:
         raise ValueError("config key 'model.weights': a factory loads its own weights (or give `checkpoints:`)")
     return sources.build_factory(name, kwargs, classes, workdir)
+
+
+def text_probe_batch(n: int = 3, length: int = 8) -> dict:
+    """Token ids for checking a language model's probes (ids 1.., every position a real token)."""
+    ids = (torch.arange(n * length).reshape(n, length) % 50) + 1
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+def _is_huggingface_checkpoint(checkpoint) -> bool:
+    """A hub id or ``save_pretrained`` directory (not a convergent or state_dict file)."""
+    from pathlib import Path
+
+    path = Path(str(checkpoint))
+    return path.is_dir() or not (path.is_file() or path.suffix in (".pt", ".pth", ".safetensors", ".bin"))
+
+
+def _load_huggingface(model_cfg: dict, seed, pretrained: bool, checkpoint, checkpoint_key, probes: bool,
+                      probe_inputs) -> LoadedModel:
+    """:func:`load_model` for ``model.huggingface``: weights from a hub id / directory (importing a
+    seed), a convergent checkpoint (rebuilt from the configuration saved in it), or none (random)."""
+    from convergent import huggingface
+
+    if seed is not None:
+        torch.manual_seed(seed)
+    record = {}
+    if checkpoint is not None and _is_huggingface_checkpoint(checkpoint):
+        module = huggingface.build(model_cfg, pretrained_from=str(checkpoint))
+    elif checkpoint is not None:
+        payload = load_payload(checkpoint)
+        if not (isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT):
+            raise CheckpointError(f"checkpoint {checkpoint}: a Hugging Face model's seed is a hub id or a "
+                                  "save_pretrained directory (config key 'checkpoints')")
+        module = huggingface.build(model_cfg, config_dict=payload.get("hf_config"))
+        fit_state_dict(module, payload["state_dict"], str(checkpoint), f"model '{describe_source(model_cfg)}'")
+        record = payload
+    else:
+        module = huggingface.build(model_cfg, pretrained_from=model_cfg["huggingface"] if pretrained else None)
+    module.eval()
+    loaded = LoadedModel(module, source_config(model_cfg), (0, None, 0), None, record=record)
+    if probes:
+        specs = huggingface.layer_specs(layer_specs(model_cfg), huggingface.num_hidden_layers(module))
+        batch = probe_inputs if probe_inputs is not None else text_probe_batch()
+        probes = resolve_probes(module, specs, batch, None, mode="hooks")
+        # Hidden states are read from the model's output, after every module: keep the configured order.
+        loaded.probes = {s.name: probes[s.name] for s in specs if s.name in probes}
+    return loaded
 
 
 def load_model(model_cfg: dict, geometry: tuple[int, int | None, int], *, seed: int | None = None,
@@ -246,6 +299,8 @@ def load_model(model_cfg: dict, geometry: tuple[int, int | None, int], *, seed: 
     resolves ``model_cfg["layers"]`` (None: the default layers) on ``probe_inputs`` (default: a
     small random batch).
     """
+    if model_source(model_cfg)[0] == "huggingface":
+        return _load_huggingface(model_cfg, seed, pretrained, checkpoint, checkpoint_key, probes, probe_inputs)
     if seed is not None:
         torch.manual_seed(seed)
     module = build_network(model_cfg, geometry, pretrained=pretrained and checkpoint is None, workdir=workdir)
@@ -284,6 +339,8 @@ def plan_probes(model_cfg: dict, geometry: tuple[int, int | None, int],
     source, name = model_source(model_cfg)
     if source == "torchvision" and model_cfg.get("weights") is not None:
         sources.torchvision_weights(name, model_cfg["weights"])  # a wrong weights name fails here, not in a job
+    if source == "huggingface":  # built for real: attention masks are computed from values
+        return load_model(model_cfg, geometry, pretrained=False, probes=True).probes
     if source == "timm" and model_cfg.get("weights") not in (None, "DEFAULT"):
         raise sources.ModelSourceError(f"config key 'model.weights': timm models take weights: DEFAULT, "
                                        f"got {model_cfg['weights']!r}")

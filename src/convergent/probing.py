@@ -382,7 +382,7 @@ class ProbeRunner:
             raw.update(self._graph(x))
         if self._handles:
             if self._graph is None:
-                self.module(x)
+                self.module(**x) if isinstance(x, Mapping) else self.module(x)  # text: ids and mask
             raw.update(self._captured)
         if self.detect:
             self.mutated = {name for name, (_, (original, versions)) in raw.items()
@@ -539,8 +539,7 @@ def _check(module, draft: dict[str, Probe], batch, prepare, drop_unsupported: bo
     layers, leave out the ones that cannot be read)."""
     modules = dict(module.named_modules())
     parameter = next((p for p in module.parameters() if p.is_floating_point()), None)
-    if parameter is not None and batch.device.type != "meta":
-        batch = batch.to(dtype=parameter.dtype, device=parameter.device)
+    batch = move_batch(batch, parameter)
     was_training = module.training
     module.eval()
     try:
@@ -555,7 +554,8 @@ def _check(module, draft: dict[str, Probe], batch, prepare, drop_unsupported: bo
             if probe.via == "hook" and calls.get(name, 0) != 1:
                 raise _call_count_error(probe, calls.get(name, 0), why_not_fx, module)
             tensor = select_output(raw[name], probe.output, name)
-            resolved[name] = replace(_finish(probe, tensor, modules.get(probe.target), len(batch), channels_first),
+            resolved[name] = replace(_finish(probe, tensor, modules.get(probe.target), batch_size(batch),
+                                             channels_first),
                                      copy=name in mutated)
         except ProbeError:
             if drop_unsupported:
@@ -597,6 +597,24 @@ def _finish(probe: Probe, tensor: torch.Tensor, producer, batch_size: int, chann
     dims = tuple(canon.shape[1:]) + (1,) * (4 - canon.ndim)
     signed = tensor.device.type != "meta" and bool((tensor < 0).any())  # meta: shapes only (planning)
     return replace(probe, layout=layout, kind=kind, shape=tuple(int(d) for d in dims), signed=signed)
+
+
+def batch_size(batch) -> int:
+    """Inputs in a batch: a tensor's first dimension, or a text batch's (``{"input_ids", ...}``)."""
+    if isinstance(batch, Mapping):
+        return int(next(iter(batch.values())).shape[0])
+    return len(batch)
+
+
+def move_batch(batch, parameter: torch.Tensor | None):
+    """``batch`` on the model's device; image batches also in its float type (token ids stay ints)."""
+    if parameter is None:
+        return batch
+    if isinstance(batch, Mapping):
+        return {k: v.to(device=parameter.device) for k, v in batch.items()}
+    if batch.device.type == "meta":
+        return batch
+    return batch.to(dtype=parameter.dtype, device=parameter.device)
 
 
 def probe_batch(in_channels: int, image_size: int, n: int = 3, seed: int = 0) -> torch.Tensor:

@@ -52,6 +52,31 @@ _unknown = sorted(set(CHECKPOINTS) - set(SEEDS))
 if _unknown:
     raise WorkflowError(f"config key 'checkpoints': seeds {_unknown} are not in 'seeds' {SEEDS}")
 
+# Language models (model.huggingface) on probe text (dataset.name: text): read, never trained.
+HUGGINGFACE = config["model"].get("huggingface") is not None
+TEXT = config["dataset"]["name"] == "text"
+if TEXT != HUGGINGFACE:
+    raise WorkflowError("config key 'dataset.name': probe text (name: text) goes with a Hugging Face model "
+                        "(model.huggingface) and a Hugging Face model with probe text"
+                        if TEXT else "config key 'model.huggingface': a language model is probed with text; "
+                        "set dataset.name: text and dataset.path to a text file")
+_untrained_lm = [s for s in SEEDS if s not in CHECKPOINTS] if HUGGINGFACE else []
+if _untrained_lm:
+    raise WorkflowError(f"config key 'checkpoints': language models are not trained by the pipeline; give a hub id "
+                        f"or directory for seeds {_untrained_lm} (untrained baselines go in 'untrained_seeds')")
+
+if TEXT:
+    print("probe text: Li et al. Figs. 2/4 show units by their strongest tokens in context; Figs. 5, 6 and 12 "
+          "(cluster members as image patches) and the functional stages (interpolation, stitching: image "
+          "classifiers) are not built; every other analysis runs on the token rows", file=sys.stderr)
+
+
+def checkpoint_input(wildcards):
+    """A seed's checkpoint file, an input of its import; a Hugging Face hub id is no file (a local
+    save_pretrained directory is)."""
+    path = CHECKPOINTS[int(wildcards.seed)]
+    return [] if HUGGINGFACE and not Path(path).exists() else path
+
 
 
 class _Targets(list):

@@ -116,5 +116,6 @@ rule figure_functional_stitching:
         "../../src/convergent/steps/figure_functional_stitching.py"
 
 
-TARGETS += rules.figure_functional_lmc.output
-TARGETS += rules.figure_functional_stitching.output
+if not TEXT:  # interpolation and stitching evaluate image classifiers (see common.smk for text)
+    TARGETS += rules.figure_functional_lmc.output
+    TARGETS += rules.figure_functional_stitching.output

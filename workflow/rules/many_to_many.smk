@@ -200,4 +200,5 @@ TARGETS += rules.table_li2016_table2.output
 TARGETS += rules.figure_li2016_sparsity.output
 TARGETS += rules.table_li2016_clusters.output
 TARGETS += rules.figure_li2016_clusters.output
-TARGETS += rules.figure_li2016_cluster_units.output
+if not TEXT:  # Figs. 5, 6, 12 show units by image patches (see common.smk for text)
+    TARGETS += rules.figure_li2016_cluster_units.output

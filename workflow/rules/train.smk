@@ -35,11 +35,11 @@ rule import_checkpoint:
         model=f"{OUT}/models/seed{{seed}}.pt",
         metrics=f"{OUT}/models/seed{{seed}}.json",
     input:
-        checkpoint=lambda wc: CHECKPOINTS[int(wc.seed)],
-    input:
+        checkpoint=checkpoint_input,
         model_files=MODEL_FILES,
     params:
         code=code("import_checkpoint"),
+        checkpoint=lambda wc: CHECKPOINTS[int(wc.seed)],
         seed=lambda wc: int(wc.seed),
         dataset=TRAINING_DATASET,
         model=MODEL_SOURCE,

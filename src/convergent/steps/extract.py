@@ -12,6 +12,8 @@ from convergent.training import select_device
 
 
 def main(inputs, outputs, params, log):
+    if params.dataset["name"] == "text":
+        return extract_text(inputs, outputs, params)
     splits = load_dataset(params.dataset)
     probe, image_index = probe_set(splits, params.dataset)
     # Real probe images settle the layers' layouts; three, so no other dimension looks like the batch.
@@ -35,6 +37,34 @@ def main(inputs, outputs, params, log):
     extract_activations(loaded.module, probe, image_index, loaded.probes, outputs.activations, params.extract, attrs,
                         splits.in_channels, splits.image_size, select_device(params.extract["device"]),
                         prepare=loaded.prepare)
+
+
+def extract_text(inputs, outputs, params):
+    """Probe text through a language model: every seed tokenizes with the model source's tokenizer."""
+    from convergent.huggingface import load_tokenizer, tokenizer_source
+    from convergent.text import load_text_probe
+    from convergent.text_extraction import extract_text_activations
+
+    probe = load_text_probe(params.dataset, load_tokenizer(*tokenizer_source(params.model)))
+    loaded = load_model(params.model, probe.geometry, checkpoint=inputs.model, probes=True,
+                        probe_inputs=probe.batch(0, min(3, len(probe))))
+    if list(loaded.probes) != list(params.layers):
+        raise RuntimeError(f"the model's layers {list(loaded.probes)} are not the planned {list(params.layers)}; "
+                           "rerun snakemake so that it plans them again")
+    record = loaded.record
+    attrs = {
+        "architecture": record["architecture"],
+        "seed": int(record["seed"]),
+        "trained": bool(record["metrics"].get("trained", True)),
+        "dataset": "text",
+        "accuracy": math.nan,
+        "config_hash": config_hash({"extract": params.extract, "dataset": params.dataset}),
+    }
+    print(f"probing {len(loaded.probes)} layers of {loaded.name} on {len(probe)} passages of "
+          f"{probe.image_size} tokens ({int(probe.valid.sum())} sampleable): "
+          + ", ".join(f"{n} ({p.kind} {list(p.shape)})" for n, p in loaded.probes.items()))
+    extract_text_activations(loaded.module, probe, loaded.probes, outputs.activations, params.extract, attrs,
+                             select_device(params.extract["device"]))
 
 
 if __name__ == "__main__":

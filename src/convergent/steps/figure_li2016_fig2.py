@@ -91,7 +91,28 @@ def plot(images, inputs, matching, layer: str, cfg: dict, measure: str, pair, co
     return fig
 
 
+def main_text(tokens, inputs, outputs, params):
+    """Probe text: each unit by its strongest token occurrences in context (no patches, no filters)."""
+    from convergent.token_figures import plot_token_matches
+
+    print("probe text: units are shown by their strongest tokens in context (the text analogue of "
+          "the image patches; language models have no first-layer filters to show)")
+    for layer, matching in zip(params.layers, inputs.matching, strict=True):
+        semi, _ = frame_matches(read_match_csv(matching))
+        best, worst = extremes(semi, params.cfg["top_k"])
+        top_a = read_top_activations(inputs.act_a, layer)
+        top_b = read_top_activations(inputs.act_b, layer)
+        fig = plot_token_matches(tokens, top_a, top_b, semi, best, worst, layer=layer, measure=params.measure,
+                                 pair=params.pair, n_contexts=min(3, params.cfg["patches"]))
+        save_figure(fig, outputs_named(outputs, f"{params.figure}_{layer}"), dpi=params.figures["dpi"])
+
+
 def main(inputs, outputs, params, log):
+    from convergent.text import read_probe_tokens
+
+    tokens = read_probe_tokens(inputs.act_a)
+    if tokens is not None:
+        return main_text(tokens, inputs, outputs, params)
     images = load_probe_images(params.dataset, read_image_index(inputs.act_a))
     if images.shape[-1] not in (1, 3):
         raise ValueError(f"probe images with {images.shape[-1]} channels cannot be drawn")

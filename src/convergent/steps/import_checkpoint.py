@@ -20,6 +20,15 @@ from convergent.training import atomic_save, checkpoint_payload, heldout_accurac
 
 def main(inputs, outputs, params, log):
     seed = int(params.seed)
+    if params.model.get("huggingface") is not None:  # a language model's seed: hub id or directory
+        from convergent.language_models import import_seed
+
+        payload, metrics, note = import_seed(params.model, params.dataset, params.checkpoint, seed)
+        atomic_save(payload, outputs.model)
+        with atomic_output(outputs.metrics) as tmp:
+            tmp.write_text(json.dumps(metrics, indent=2))
+        print(f"imported {params.checkpoint}; {note}")
+        return
     splits = load_dataset(params.dataset)
     loaded = load_model(params.model, splits.geometry, checkpoint=inputs.checkpoint,
                         checkpoint_key=f"checkpoints.{seed}")

@@ -14,6 +14,14 @@ from convergent.training import atomic_save, checkpoint_payload, heldout_accurac
 
 def main(inputs, outputs, params, log):
     seed = int(params.seed)
+    if params.model.get("huggingface") is not None:  # fresh weights from the language model's config
+        from convergent.language_models import untrained_seed
+
+        payload, metrics = untrained_seed(params.model, params.dataset, seed)
+        atomic_save(payload, outputs.model)
+        with atomic_output(outputs.metrics) as tmp:
+            tmp.write_text(json.dumps(metrics, indent=2))
+        return
     splits = load_dataset(params.dataset)
     seed_everything(seed)
     model = load_model(params.model, splits.geometry, pretrained=False).module
