@@ -1,0 +1,213 @@
+"""Language models: the huggingface model source, probe text, token rows, offline.
+
+Tiny random-weight BERT and GPT-NeoX families (tests/support/language_models.py) are written with
+``save_pretrained``, with a tokenizer trained by the ``tokenizers`` library, and read back through
+the real loaders, as a hub download would be.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import h5py
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers", reason="the [text] extra (transformers) is not installed")
+
+from support.language_models import family, sentences, write_text  # noqa: E402
+
+from convergent.architectures import LayerSpec  # noqa: E402
+from convergent.huggingface import HuggingFaceError, layer_specs, load_tokenizer, split_revision  # noqa: E402
+from convergent.text import (TextProbeError, check_same_tokens, encode, load_text_probe, read_passages,  # noqa: E402
+                             sample_token_positions, token_context)
+
+EXTRACT = {"dtype": "float32", "batch_size": 8, "positions_per_image": 4, "position_seed": 0, "top_k": 4}
+
+
+def model_cfg(directory, layers):
+    return {"huggingface": str(directory), "revision": None, "tokenizer": None, "kwargs": {}, "weights": None,
+            "layers": layers}
+
+
+def text_cfg(path, **extra):
+    return {"name": "text", "path": str(path), "probe_passages": 20, "max_length": 24, "probe_seed": 0,
+            "text_field": "text", **extra}
+
+
+@pytest.fixture(scope="module")
+def families(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lm")
+    return {"bert": family(root, "bert"), "neox": family(root, "neox"), "text": write_text(root / "probe.txt"),
+            "root": root}
+
+
+# ----------------------------------------------------------------------------------------------
+# Probe text
+
+
+def test_passages_from_lines_and_json_lines(tmp_path):
+    (tmp_path / "a.txt").write_text("one two\n\n  \nthree four\n")
+    assert read_passages({"path": str(tmp_path / "a.txt")}) == ["one two", "three four"]
+    (tmp_path / "b.jsonl").write_text(json.dumps({"body": "x y"}) + "\n" + json.dumps({"body": "z"}) + "\n")
+    assert read_passages({"path": str(tmp_path / "b.jsonl"), "text_field": "body"}) == ["x y", "z"]
+    with pytest.raises(TextProbeError, match=r"line 1: no field 'text'.*dataset.text_field"):
+        read_passages({"path": str(tmp_path / "b.jsonl")})
+
+
+def test_missing_and_empty_text_files_are_named(tmp_path):
+    with pytest.raises(TextProbeError, match=r"dataset.path.*nowhere.txt does not exist"):
+        read_passages({"path": str(tmp_path / "nowhere.txt")})
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(TextProbeError, match="holds no passages"):
+        read_passages({"path": str(tmp_path / "empty.txt")})
+
+
+def test_token_positions_avoid_padding_and_special_tokens_and_are_reproducible():
+    rng = np.random.default_rng(0)
+    valid = np.zeros((6, 12), dtype=bool)
+    for i, n in enumerate(rng.integers(5, 11, size=6)):
+        valid[i, 1:n] = True  # [CLS] at 0 and padding after n: never sampled
+    rows = sample_token_positions("hidden_states.3", valid, 4, seed=5)
+    assert rows.shape == (24, 3) and valid[rows[:, 0], rows[:, 1]].all()
+    assert all(len(set(rows[rows[:, 0] == i, 1])) == 4 for i in range(6))
+    np.testing.assert_array_equal(rows, sample_token_positions("hidden_states.3", valid, 4, seed=5))
+    assert not np.array_equal(rows, sample_token_positions("hidden_states.4", valid, 4, seed=5))
+
+
+def test_passages_shorter_than_the_positions_asked_for_are_an_error():
+    valid = np.ones((3, 10), dtype=bool)
+    valid[1, 2:] = False
+    with pytest.raises(TextProbeError, match=r"1 of 3 probe passages.*positions_per_image = 4.*passage 1 with 2.*"
+                                             r"max_length"):
+        sample_token_positions("x", valid, 4, seed=0)
+
+
+def test_token_context_marks_the_token_and_leaves_out_padding():
+    tokens = ["[CLS]", "the", "cat", "sat", "[SEP]", None, None]
+    assert token_context(tokens, 2, 1) == "the [cat] sat"
+    assert token_context(tokens, 4, 2) == "cat sat [[SEP]]"
+
+
+def test_tokenizers_that_disagree_name_the_first_passage(families):
+    bert = load_tokenizer(str(families["bert"][0]))
+    gpt = load_tokenizer(str(families["neox"][0]))
+    assert gpt.pad_token == gpt.eos_token  # Pythia-style: padded with EOS
+    check_same_tokens(bert, load_tokenizer(str(families["bert"][1])), sentences(), 24, "seed 1")
+    with pytest.raises(TextProbeError, match=r"tokenizes the probe text differently.*first at passage 0"):
+        check_same_tokens(bert, gpt, sentences(), 24, "the tokenizer of seed 1")
+
+
+def test_probe_text_excludes_padding_and_special_tokens(families):
+    tokenizer = load_tokenizer(str(families["bert"][0]))
+    probe = load_text_probe(text_cfg(families["text"]), tokenizer)
+    encoded = encode(tokenizer, probe.passages, 24)
+    specials = {tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id}
+    assert not np.isin(probe.input_ids[probe.valid], list(specials)).any()
+    assert (probe.valid <= (encoded["attention_mask"] == 1)).all()
+    with_specials = load_text_probe(text_cfg(families["text"], special_tokens=True), tokenizer)
+    assert (with_specials.valid == (encoded["attention_mask"] == 1)).all()
+
+
+# ----------------------------------------------------------------------------------------------
+# The model source
+
+
+def test_hidden_state_names_read_the_model_output():
+    specs = layer_specs([LayerSpec("hidden_states.2", "hidden_states.2"), LayerSpec("mlp", "encoder.layer.1")], 2)
+    assert specs[0] == LayerSpec("hidden_states.2", "", ("hidden_states", 2), "NTC")
+    assert specs[1] == LayerSpec("mlp", "encoder.layer.1")
+    assert [s.name for s in layer_specs(None, 2)] == ["hidden_states.0", "hidden_states.1", "hidden_states.2"]
+    with pytest.raises(HuggingFaceError, match=r"hidden_states.5.*hidden_states.0 \(embeddings\) to hidden_states.2"):
+        layer_specs([LayerSpec("hidden_states.5", "hidden_states.5")], 2)
+
+
+def test_revisions_split_from_hub_ids_not_from_directories(tmp_path):
+    assert split_revision("EleutherAI/pythia-160m-seed1@step1000") == ("EleutherAI/pythia-160m-seed1", "step1000")
+    assert split_revision("google/multiberts-seed_0", "main") == ("google/multiberts-seed_0", "main")
+    odd = tmp_path / "a@b"
+    odd.mkdir()
+    assert split_revision(str(odd)) == (str(odd), None)
+
+
+def test_without_transformers_the_error_names_the_extra(monkeypatch):
+    from convergent import huggingface
+
+    monkeypatch.setitem(sys.modules, "transformers", None)  # import fails as when not installed
+    with pytest.raises(HuggingFaceError, match=r"pip install 'convergent\[text\]'"):
+        huggingface.import_transformers()
+
+
+def test_a_directory_without_a_model_and_an_uncached_hub_id_are_named(tmp_path, monkeypatch):
+    from convergent.models import load_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "empty").mkdir()
+    cfg = model_cfg(tmp_path / "empty", None)
+    with pytest.raises(HuggingFaceError, match=r"directory .*empty holds no loadable model configuration"):
+        load_model(cfg, (0, None, 24), pretrained=False)
+    cfg = model_cfg("nobody-here/no-such-model", None)
+    with pytest.raises(HuggingFaceError, match=r"'nobody-here/no-such-model' could not be loaded.*HF_HOME"):
+        load_model(cfg, (0, None, 24), pretrained=False)
+
+
+@pytest.mark.parametrize("kind,module_layer", [("bert", "encoder.layer.1.intermediate"), ("neox", "layers.1.mlp.act")])
+def test_seeds_import_and_extract_paired_token_rows(families, tmp_path, kind, module_layer):
+    """Through the real loaders: import two seeds and an untrained one, extract a residual-stream
+    and an MLP layer; rows pair across networks (same positions, same token ids), padding and
+    special tokens never appear in them, and the values are the model's own hidden states."""
+    import torch
+
+    from convergent.language_models import import_seed, untrained_seed
+    from convergent.models import load_model
+    from convergent.text_extraction import extract_text_activations
+    from convergent.training import atomic_save
+
+    seeds = families[kind]
+    cfg = model_cfg(seeds[0], ["hidden_states.2", module_layer])
+    data = text_cfg(families["text"])
+    tokenizer = load_tokenizer(str(seeds[0]))
+    probe = load_text_probe(data, tokenizer)
+    files = {}
+    for name, make in (("seed1", lambda: import_seed(cfg, data, str(seeds[1]), 1)[:2]),
+                       ("seed2", lambda: import_seed(cfg, data, str(seeds[2]), 2)[:2]),
+                       ("untrained7", lambda: untrained_seed(cfg, data, 7))):
+        payload, metrics = make()
+        assert metrics["trained"] == (name != "untrained7") and "hf_config" in payload
+        atomic_save(payload, tmp_path / f"{name}.pt")
+        loaded = load_model(cfg, probe.geometry, checkpoint=tmp_path / f"{name}.pt", probes=True,
+                            probe_inputs=probe.batch(0, 3))
+        assert list(loaded.probes) == ["hidden_states.2", module_layer]
+        files[name] = tmp_path / f"{name}.h5"
+        extract_text_activations(loaded.module, probe, loaded.probes, files[name], EXTRACT, {"seed": 0},
+                                 torch.device("cpu"), progress=False)
+    with h5py.File(files["seed1"]) as h5:
+        valid = h5["probe/valid"][()]
+        ids = h5["probe/token_ids"][()]
+        for layer in ("hidden_states.2", module_layer):
+            group = h5[f"layers/{layer}"]
+            assert group.attrs["kind"] == "tokens" and tuple(group.attrs["shape"])[1:] == (24, 1)
+            positions = group["positions"][()]
+            assert valid[positions[:, 0], positions[:, 1]].all()  # no padding, no special token
+            top = group["top_activations"][()]
+            assert valid[top["image"], top["y"]].all()
+    for other in ("seed2", "untrained7"):
+        with h5py.File(files["seed1"]) as a, h5py.File(files[other]) as b:
+            np.testing.assert_array_equal(a["probe/token_ids"][()], b["probe/token_ids"][()])
+            for layer in ("hidden_states.2", module_layer):
+                np.testing.assert_array_equal(a[f"layers/{layer}/positions"][()], b[f"layers/{layer}/positions"][()])
+    # The rows are the model's hidden states at the sampled (passage, token) positions.
+    from transformers import AutoModel
+
+    reference = AutoModel.from_pretrained(seeds[1]).eval()
+    with torch.no_grad():
+        states = reference(**probe.batch(0, len(probe)), output_hidden_states=True).hidden_states[2]
+    with h5py.File(files["seed1"]) as h5:
+        positions = h5["layers/hidden_states.2/positions"][()]
+        samples = h5["layers/hidden_states.2/samples"][()]
+        means = h5["layers/hidden_states.2/input_mean"][()]
+    np.testing.assert_allclose(samples, states[positions[:, 0], positions[:, 1]].numpy(), rtol=1e-4, atol=1e-5)
+    mask = torch.as_tensor(probe.valid)[..., None]
+    np.testing.assert_allclose(means, ((states * mask).sum(1) / mask.sum(1)).numpy(), rtol=1e-4, atol=1e-5)
+    assert ids.shape == (20, 24)
