@@ -142,7 +142,10 @@ def test_without_transformers_the_error_names_the_extra(monkeypatch):
 def test_a_directory_without_a_model_and_an_uncached_hub_id_are_named(tmp_path, monkeypatch):
     from convergent.models import load_model
 
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import: no network tries
     (tmp_path / "empty").mkdir()
     cfg = model_cfg(tmp_path / "empty", None)
     with pytest.raises(HuggingFaceError, match=r"directory .*empty holds no loadable model configuration"):

@@ -1,0 +1,89 @@
+"""The workflow on a language-model seed family: tiny random BERTs saved with save_pretrained (a
+hub download's format), probe text from a file, a residual-stream layer (hidden_states.2) and an
+MLP layer (encoder.layer.1.intermediate). Nothing is trained: seeds are imported, the untrained
+baseline is drawn from the configuration. A focused set of targets keeps it short: matching and
+the token figure (Fig. 2), mutual information with signed bins."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers", reason="the [text] extra (transformers) is not installed")
+
+from conftest import planned_jobs, snakemake, write_config  # noqa: E402
+from support.language_models import family, write_text  # noqa: E402
+
+pytestmark = pytest.mark.workflow
+LAYERS = ["hidden_states.2", "mlp1"]
+
+
+def lm_config(workdir, seeds) -> dict:
+    return {
+        "experiment": "lm",
+        "seeds": [0, 1],
+        "untrained_seeds": [7],
+        "checkpoints": {"0": str(seeds[0]), "1": str(seeds[1])},
+        "dataset": {"name": "text", "path": str(workdir / "probe.txt"), "probe_passages": 30, "max_length": 20},
+        "model": {"huggingface": str(seeds[0]),
+                  "layers": ["hidden_states.2", {"layer": "encoder.layer.1.intermediate", "name": "mlp1"}]},
+        "extract": {"positions_per_image": 4, "top_k": 4, "batch_size": 16},
+        "figures": {"formats": ["png"], "dpi": 60},
+        "subspace": {"repeats": 2, "simple_eps": [0.5], "simple_pairs": "first", "restarts": 1},
+    }
+
+
+# Every rule of the full DAG ran on this family once by hand (43 jobs, rc 0); the test keeps to
+# the jobs that differ for text, since each job imports torch and transformers anew.
+TARGETS = ([f"results/lm/figures/li2016_fig2_{layer}.png" for layer in LAYERS]
+           + [f"results/lm/mi/{layer}/0-1.npz" for layer in LAYERS]
+           + ["results/lm/activations/untrained7.h5"])
+
+
+@pytest.fixture(scope="module")
+def lm_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("lm_run")
+    seeds = family(workdir / "models", "bert", seeds=(0, 1))
+    write_text(workdir / "probe.txt", 40)
+    configfile = write_config(workdir, lm_config(workdir, seeds))
+    jobs = planned_jobs(workdir, configfile)
+    assert jobs["import_checkpoint"] == 2 and jobs["untrained"] == 1 and "train" not in jobs
+    # image-only stages are not planned for text
+    assert "figure_li2016_cluster_units" not in jobs and "stitch" not in jobs and "connectivity" not in jobs
+    snakemake(workdir, *TARGETS, configfile=configfile, timeout=1500)
+    return workdir
+
+
+def test_text_run_writes_paired_token_rows_and_every_target(lm_run):
+    for target in TARGETS:
+        assert (lm_run / target).stat().st_size > 1000, target
+    acts = lm_run / "results" / "lm" / "activations"
+    with h5py.File(acts / "seed0.h5") as a, h5py.File(acts / "seed1.h5") as b, h5py.File(acts / "untrained7.h5") as c:
+        np.testing.assert_array_equal(a["probe/token_ids"][()], b["probe/token_ids"][()])
+        np.testing.assert_array_equal(a["probe/token_ids"][()], c["probe/token_ids"][()])
+        valid = a["probe/valid"][()]
+        for layer in LAYERS:
+            assert a[f"layers/{layer}"].attrs["kind"] == "tokens"
+            positions = a[f"layers/{layer}/positions"][()]
+            np.testing.assert_array_equal(positions, b[f"layers/{layer}/positions"][()])
+            assert valid[positions[:, 0], positions[:, 1]].all()  # padding and [CLS]/[SEP] never sampled
+    log = (lm_run / "results" / "lm" / "logs" / "figure_li2016_fig2.log").read_text()
+    assert "strongest tokens in context" in log
+    import_log = (lm_run / "results" / "lm" / "logs" / "import_checkpoint" / "seed1.log").read_text()
+    assert "tokenizes all 40 passages" in import_log
+
+
+def test_signed_token_layers_get_percentile_bins_without_a_zero_bin(lm_run):
+    for layer in LAYERS:
+        with np.load(lm_run / "results" / "lm" / "mi" / layer / "0-1.npz") as npz:
+            assert not bool(npz["zero_bin"]) and np.isfinite(npz["mi"]).any()
+
+
+def test_a_language_model_without_checkpoints_is_an_error(lm_run, tmp_path):
+    config = lm_config(lm_run, {0: lm_run / "models" / "bert-seed0", 1: lm_run / "models" / "bert-seed1"})
+    config["checkpoints"] = {"0": config["checkpoints"]["0"]}
+    result = snakemake(tmp_path, "--dry-run", configfile=write_config(tmp_path, config), check=False)
+    assert result.returncode != 0
+    text = result.stdout + result.stderr
+    assert "language models are not trained by the pipeline" in text and "seeds [1]" in text
