@@ -214,3 +214,26 @@ def test_seeds_import_and_extract_paired_token_rows(families, tmp_path, kind, mo
     mask = torch.as_tensor(probe.valid)[..., None]
     np.testing.assert_allclose(means, ((states * mask).sum(1) / mask.sum(1)).numpy(), rtol=1e-4, atol=1e-5)
     assert ids.shape == (20, 24)
+
+
+def test_convergent_layers_lists_hidden_states_and_modules(families, tmp_path):
+    import subprocess
+
+    from conftest import REPO, SRC, write_config
+
+    config = {"experiment": "cli", "seeds": [0, 1], "checkpoints": {"0": str(families["neox"][0]),
+                                                                    "1": str(families["neox"][1])},
+              "dataset": {"name": "text", "path": str(families["text"]), "max_length": 16},
+              "model": {"huggingface": str(families["neox"][0])}}
+    write_config(tmp_path, config)
+    result = subprocess.run([sys.executable, "-m", "convergent", "layers", "--schema",
+                             str(REPO / "workflow" / "schemas" / "config.schema.yaml")], cwd=tmp_path,
+                            capture_output=True, text=True, env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"},
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "input 16 tokens per passage" in out and "signs on 3 probe passages" in out
+    defaults = [line.split()[1] for line in out.splitlines() if line.startswith("*  ")]
+    assert defaults == ["hidden_states.0", "hidden_states.1", "hidden_states.2"]
+    mlp = next(line for line in out.splitlines() if line.split() and line.split()[0] == "layers.1.mlp.act")
+    assert "tokens" in mlp and "32x16x1" in mlp

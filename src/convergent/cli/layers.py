@@ -60,6 +60,34 @@ def probe_inputs(dataset_cfg: dict):
         return (channels, classes or 1000, size), probe_batch(channels, size), f"random inputs ({reason})"
 
 
+def text_inputs(config: dict):
+    """Three probe passages, tokenized with the model's tokenizer (or token ids 1.. without one)."""
+    from convergent.models import text_probe_batch
+
+    try:
+        from convergent.huggingface import load_tokenizer, tokenizer_source
+        from convergent.text import load_text_probe
+
+        probe = load_text_probe({**config["dataset"], "probe_passages": 3},
+                                load_tokenizer(*tokenizer_source(config["model"])))
+        return probe.geometry, probe.batch(0, 3), "3 probe passages"
+    except Exception as error:  # noqa: BLE001 (no text file yet: shapes do not need it)
+        batch = text_probe_batch()
+        return (0, None, batch["input_ids"].shape[1]), batch, f"token ids 1.. ({str(error)[:100]})"
+
+
+def hidden_state_rows(module, batch) -> list[dict]:
+    """The residual stream (``hidden_states.{i}``, read from the model's output) as listed rows."""
+    from convergent import huggingface
+    from convergent.probing import resolve_probes
+
+    specs = huggingface.layer_specs(None, huggingface.num_hidden_layers(module))
+    probes = resolve_probes(module, specs, batch, None, mode="hooks")
+    return [{"name": s.name, "output": "hidden_states", "kind": probes[s.name].kind, "shape": list(probes[s.name].shape),
+             "units": probes[s.name].units, "signed": probes[s.name].signed, "note": "residual stream",
+             "probe": probes[s.name], "default": True} for s in specs]
+
+
 def default_weights(config: dict, explicit: Path | None) -> Path | None:
     if explicit is not None:
         return explicit
@@ -91,7 +119,8 @@ def run(args) -> int:
         print(f"convergent layers: {error}", file=sys.stderr)
         return 2
     model_cfg = config["model"]
-    geometry, batch, what = probe_inputs(config["dataset"])
+    text = model_cfg.get("huggingface") is not None
+    geometry, batch, what = text_inputs(config) if text else probe_inputs(config["dataset"])
     weights = default_weights(config, args.weights)
     try:
         loaded = load_model(model_cfg, geometry, pretrained=False, checkpoint=weights)
@@ -99,8 +128,12 @@ def run(args) -> int:
         print(f"convergent layers: {error}", file=sys.stderr)
         return 2
     how, rows = list_layers(loaded.module, batch, loaded.prepare)
+    if text:  # the default layers of a language model are its hidden states, not its blocks' modules
+        for row in rows:
+            row["default"] = None
+        rows = hidden_state_rows(loaded.module, batch) + rows
     fields = {}
-    if not args.no_receptive_fields:
+    if not args.no_receptive_fields and not text:
         from convergent.receptive_fields import receptive_fields
 
         configured = {spec.target for spec in layer_specs(model_cfg) or []}
@@ -110,7 +143,8 @@ def run(args) -> int:
             print(f"computing receptive fields of {len(probes)} map layers ...", file=sys.stderr)
             fields = receptive_fields(loaded.module, probes, geometry[0], geometry[2], loaded.prepare)
     channels, _, size = geometry
-    print(f"{loaded.name}: input {channels}x{size}x{size}; read through {how}")
+    shape = f"{size} tokens per passage" if text else f"{channels}x{size}x{size}"
+    print(f"{loaded.name}: input {shape}; read through {how}")
     print(f"weights: {weights if weights else 'random initialisation (no network made or given yet)'}; "
           f"signs on {what}")
     print("* = a default layer (model.layers: null); (= block): the block whose output it is\n")
