@@ -237,3 +237,17 @@ def test_convergent_layers_lists_hidden_states_and_modules(families, tmp_path):
     assert defaults == ["hidden_states.0", "hidden_states.1", "hidden_states.2"]
     mlp = next(line for line in out.splitlines() if line.split() and line.split()[0] == "layers.1.mlp.act")
     assert "tokens" in mlp and "32x16x1" in mlp
+
+
+def test_files_with_different_token_ids_are_not_paired(tmp_path):
+    from convergent.activations import check_paired
+
+    for name, ids in (("a", [[5, 6, 7]]), ("b", [[5, 6, 8]]), ("c", [[5, 6, 7]])):
+        with h5py.File(tmp_path / f"{name}.h5", "w") as h5:
+            h5.create_dataset("probe/image_index", data=[0])
+            h5.create_dataset("probe/token_ids", data=np.array(ids))
+            h5.create_dataset("layers/x/samples", data=np.zeros((2, 3)))
+            h5.create_dataset("layers/x/positions", data=np.array([[0, 1, 0], [0, 2, 0]]))
+    check_paired([tmp_path / "a.h5", tmp_path / "c.h5"], "x")
+    with pytest.raises(ValueError, match="not paired.*token ids"):
+        check_paired([tmp_path / "a.h5", tmp_path / "b.h5"], "x")

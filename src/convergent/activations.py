@@ -4,7 +4,10 @@ Written by :mod:`convergent.extraction`.
 
 File layout (one file per network, self-describing; docs/architecture.md, "File contracts"):
 
-* ``/probe/image_index`` (int): dataset indices (into the held-out split) of the probe inputs.
+* ``/probe/image_index`` (int): dataset indices (into the held-out split) of the probe inputs;
+  for probe text the passages' indices in the text file, with ``/probe/token_ids``,
+  ``attention_mask``, ``valid`` (sampleable positions), ``tokens`` and ``passages`` beside it
+  (:mod:`convergent.text_extraction`).
 * ``/layers/{layer}/samples`` (float, ``[n_samples, n_units]``): the layer's activations, paired
   rows across networks. Each layer has a **kind** (attr ``kind``):
 
@@ -164,20 +167,28 @@ def read_image_index(path: str | os.PathLike) -> np.ndarray:
         return h5["probe/image_index"][()]
 
 
+def read_token_ids(path: str | os.PathLike) -> np.ndarray | None:
+    """The probe passages' token ids ``[n, T]`` (probe text only; None for images)."""
+    with h5py.File(path, "r") as h5:
+        return h5["probe/token_ids"][()] if "probe/token_ids" in h5 else None
+
+
 def check_paired(paths: list[str | os.PathLike], layer: str) -> None:
     """Raise unless every file has the same probe images and sample positions for ``layer``:
     statistics across networks are only meaningful on paired rows."""
     reference = None
     for path in paths:
-        key = (read_image_index(path), read_positions(path, layer))
+        key = (read_image_index(path), read_positions(path, layer), read_token_ids(path))
         if reference is None:
             reference, first = key, path
             continue
-        same_images = np.array_equal(key[0], reference[0])
+        same_images = np.array_equal(key[0], reference[0]) and (
+            (key[2] is None and reference[2] is None)
+            or (key[2] is not None and reference[2] is not None and np.array_equal(key[2], reference[2])))
         same_positions = (key[1] is None and reference[1] is None) or (
             key[1] is not None and reference[1] is not None and np.array_equal(key[1], reference[1]))
         if not (same_images and same_positions):
             raise ValueError(
                 f"{path} and {first} are not paired for layer {layer!r}: they were extracted with "
-                "different probe images or positions (dataset/extract settings); re-extract both"
+                "different probe images, token ids or positions (dataset/extract settings, tokenizers); re-extract both"
             )
