@@ -161,7 +161,7 @@ def test_row_resampling_for_measures_without_block_statistics():
         rows = bl.resampled_rows(row_block, w)
         assert value == pytest.approx(sim.rbf_cka(x[rows], y[rows], sigma=0.8), abs=1e-12)
     # RSA on one row per image: copies of one image are not compared with each other
-    xm, ym = sim.image_means(x, image)[1], sim.image_means(y, image)[1]
+    xm, ym = (np.stack([v[image == i].mean(0) for i in range(N_IMAGES)]) for v in (x, y))
     blocks = bl.input_blocks(N_IMAGES, N_BLOCKS)
     rsa = bl.row_statistic(xm, ym, blocks, "rsa")(weights)
     assert bl.row_statistic(xm, ym, blocks, "rsa")(np.ones((1, N_BLOCKS)))[0] == pytest.approx(sim.rsa(xm, ym))

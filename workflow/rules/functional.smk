@@ -4,6 +4,14 @@
 # (Lenc & Vedaldi 2015; Bansal et al. 2021) with a trained layer, the matching's permutation
 # and Li et al.'s sparse map. The functional steps read checkpoints and the dataset.
 
+# The permutation groups and the stitching cuts come from the zoo's probe points (convergent.network_graph);
+# other model sources get the papers' analyses and the similarity measures, not these stages.
+FUNCTIONAL = "architecture" in config["model"]
+if not FUNCTIONAL and not TEXT:  # text: common.smk says what is skipped
+    from snakemake.logging import logger
+
+    logger.info("connectivity and stitching skipped: they need a zoo architecture (model.architecture); "
+                "this model comes from another source")
 CONNECTIVITY_PAIRS = PAIRS if config["connectivity"]["pairs"] == "all" else [FIRST_PAIR]
 STITCHING_PAIRS = PAIRS if config["stitching"]["pairs"] == "all" else [FIRST_PAIR]
 STITCH_LAYERS = [l for l in LAYERS if config["stitching"]["layers"] is None or l in config["stitching"]["layers"]]
@@ -12,17 +20,13 @@ if _unknown_stitch:
     raise WorkflowError(f"config key 'stitching.layers': {_unknown_stitch} are not probed layers {LAYERS}")
 
 
-def model_file(net):
-    return f"{OUT}/models/{net}.pt"
-
-
 rule connectivity:
     output:
         alignment=f"{OUT}/functional/alignment/{{a}}-{{b}}.json",
         curves=f"{OUT}/functional/interpolation/{{a}}-{{b}}.csv",
     input:
-        a=model_file("seed{a}"),
-        b=model_file("seed{b}"),
+        a=f"{OUT}/models/seed{{a}}.pt",
+        b=f"{OUT}/models/seed{{b}}.pt",
         model_files=MODEL_FILES,
     params:
         code=code("connectivity"),
@@ -49,8 +53,8 @@ rule stitch:
     output:
         csv=f"{OUT}/functional/stitching/{{a}}-{{b}}.csv",
     input:
-        a=model_file("seed{a}"),
-        b=model_file("seed{b}"),
+        a=f"{OUT}/models/seed{{a}}.pt",
+        b=f"{OUT}/models/seed{{b}}.pt",
         # The permutation stitch is the pipeline's own bipartite matching of each layer.
         matching=[f"{OUT}/matching/{layer}/{{a}}-{{b}}.csv" for layer in STITCH_LAYERS],
         model_files=MODEL_FILES,
@@ -116,6 +120,6 @@ rule figure_functional_stitching:
         "../../src/convergent/steps/figure_functional_stitching.py"
 
 
-if not TEXT:  # interpolation and stitching evaluate image classifiers (see common.smk for text)
+if FUNCTIONAL:
     TARGETS += rules.figure_functional_lmc.output
     TARGETS += rules.figure_functional_stitching.output
