@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 
 from convergent.activations import check_paired, iter_sample_chunks, layer_attrs
+from convergent.integrity import open_hdf5
 from convergent.outputs import atomic_output
 
 
@@ -171,7 +172,7 @@ class LayerStats:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LayerStats":
-        with h5py.File(path, "r") as h5:
+        with open_hdf5(path, "statistics file") as h5:
             return cls(str(h5.attrs["layer"]), h5["seeds"][()], h5["mean"][()], h5["std"][()],
                        h5["cov"][()], h5["corr"][()], h5["dead"][()], int(h5.attrs["n_samples"]))
 
