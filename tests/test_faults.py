@@ -228,3 +228,80 @@ def test_outputs_record_the_environment(splits, activation_file, tmp_path):
     with h5py.File(activation_file, "r") as h5:
         recorded = json.loads(h5.attrs["environment"])
     assert recorded["packages"]["h5py"] == h5py.__version__ and recorded["cpu"]
+
+
+# -- a writer killed mid-write --------------------------------------------------------------------
+
+WRITER = """
+import sys, time
+import h5py, numpy as np
+from convergent.outputs import atomic_output
+
+path, version, stall = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "stall"
+with atomic_output(path) as tmp, h5py.File(tmp, "w") as h5:
+    h5.attrs["version"] = version
+    for block in range(4):
+        h5.create_dataset(f"block{block}", data=np.full((256, 256), version, dtype=np.float32))
+        h5.flush()
+        if stall and block == 1:
+            print("half written", flush=True)
+            time.sleep(600)
+"""
+
+
+def _writer(path, version, stall):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import SRC
+
+    return subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(version), "stall" if stall else "finish"],
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(SRC)})
+
+
+def test_a_writer_killed_mid_write_leaves_nothing_taken_for_finished_and_loses_nothing(tmp_path):
+    import signal
+
+    from convergent.outputs import file_digest, recorded_checksum
+    from convergent.verify import verify_results
+
+    out = tmp_path / "results" / "x" / "stats"
+    path = out / "conv1.h5"
+    # first run: killed (SIGKILL: no handler, no cleanup) half-way through its file
+    writer = _writer(path, 1, stall=True)
+    assert writer.stdout.readline().strip() == "half written"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    assert not path.exists() and recorded_checksum(path) is None
+    left = [p.name for p in out.iterdir()]
+    assert left == [f".conv1.h5.tmp{writer.pid}.h5"]  # hidden, and never the output's name
+    problems, checked = verify_results(tmp_path / "results" / "x")
+    assert checked == 0 and [p.message.split(" (")[0] for p in problems] == ["temporary file left by a killed job"]
+
+    # the rerun finishes; then a second version is killed while it is written over the first
+    assert _writer(path, 1, stall=False).wait() == 0
+    with h5py.File(path, "r") as h5:
+        assert h5.attrs["version"] == 1 and h5["block3"][0, 0] == 1
+    first = file_digest(path)
+    assert recorded_checksum(path) == first
+    writer = _writer(path, 2, stall=True)
+    assert writer.stdout.readline().strip() == "half written"
+    writer.send_signal(signal.SIGKILL)
+    writer.wait()
+    assert file_digest(path) == first == recorded_checksum(path)  # the finished file is untouched
+    with h5py.File(path, "r") as h5:
+        assert h5.attrs["version"] == 1
+
+
+def test_statistics_with_non_finite_moments_are_named(tmp_path):
+    from convergent.correlation import LayerStats
+
+    n = 3
+    corr = np.eye(2 * n)
+    stats = LayerStats("conv1", np.array([0, 1]), np.zeros((2, n)), np.ones((2, n)), corr, corr,
+                       np.zeros((2, n), bool), 10)
+    stats.mean[1, 2] = np.nan
+    stats.save(tmp_path / "conv1.h5")
+    with pytest.raises(NonFiniteError, match=r"conv1.h5, layer 'conv1': 1 non-finite value .* of the means"):
+        LayerStats.load(tmp_path / "conv1.h5")

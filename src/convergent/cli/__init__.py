@@ -15,6 +15,7 @@ import sys
 # name -> (module, one-line description)
 COMMANDS = {
     "layers": ("convergent.cli.layers", "list every layer of the configured model that can be probed"),
+    "check": ("convergent.cli.check", "check the config, its inputs and every finished file, without running"),
 }
 
 
