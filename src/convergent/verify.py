@@ -101,11 +101,18 @@ def verify_results(out: str | os.PathLike, progress: Callable[[Path], None] | No
         if progress is not None:
             progress(path)
         found = verify_file(path)
-        problems += [Problem(str(path), message) for message in found]
+        problems += [Problem(str(path), _without_path(message, path)) for message in found]
         if not found and path.suffix == ".h5" and path.parent.name == "activations":
             activation_files.append(path)
     problems += verify_pairing(activation_files)
     return problems, checked
+
+
+def _without_path(message: str, path: Path) -> str:
+    """The message without its first naming of ``path``, which the line already starts with."""
+    if message.startswith(f"{path}, "):
+        return message[len(f"{path}, "):]
+    return message.replace(f" {path} ", " ", 1)
 
 
 def verify_file(path: Path) -> list[str]:
