@@ -124,3 +124,19 @@ def test_an_invalid_config_names_the_key(tmp_path, monkeypatch, capsys):
     status, lines, _ = _check(tmp_path, monkeypatch, capsys)
     assert status == 2 and lines == ["config.yaml: config key '(top level)': 'model' is a required property",
                                      "config.yaml: config key 'train.lr': 'fast' has the wrong type; expected number"]
+
+
+@pytest.mark.workflow
+def test_check_passes_the_tiny_run_and_names_a_file_damaged_in_it(tiny_run, tmp_path, monkeypatch, capsys):
+    from conftest import copy_run
+
+    run = copy_run(tiny_run, tmp_path / "run")
+    status, lines, err = _check(run, monkeypatch, capsys)
+    assert (status, lines) == (0, []) and "ok: 0 problems;" in err
+    act = run / "results" / "tiny" / "activations" / "seed2.h5"
+    act.write_bytes(act.read_bytes()[:-1000])
+    status, lines, _ = _check(run, monkeypatch, capsys, "--no-inputs")
+    assert status == 1 and lines == [f"results/tiny/activations/seed2.h5: activation file is damaged: truncated: "
+                                     f"{act.stat().st_size} of its {act.stat().st_size + 1000} bytes; remake it: "
+                                     "snakemake --forcerun results/tiny/activations/seed2.h5 (or delete it and rerun "
+                                     "snakemake)"]

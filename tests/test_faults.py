@@ -305,3 +305,20 @@ def test_statistics_with_non_finite_moments_are_named(tmp_path):
     stats.save(tmp_path / "conv1.h5")
     with pytest.raises(NonFiniteError, match=r"conv1.h5, layer 'conv1': 1 non-finite value .* of the means"):
         LayerStats.load(tmp_path / "conv1.h5")
+
+
+def test_correlate_names_a_truncated_activation_file(activation_file, tmp_path):
+    from types import SimpleNamespace
+
+    from convergent.steps.correlate import main as correlate
+
+    out = tmp_path / "results" / "x"
+    (out / "activations").mkdir(parents=True)
+    whole, cut = out / "activations" / "seed0.h5", out / "activations" / "seed1.h5"
+    whole.write_bytes(activation_file.read_bytes())
+    cut.write_bytes(activation_file.read_bytes()[:-500])
+    params = SimpleNamespace(layer="conv1", seeds=[0, 1], cfg={"chunk_rows": 1000, "device": "cpu"})
+    with pytest.raises(DamagedFileError, match=rf"activation file {cut} is damaged: truncated.*--forcerun {cut}"):
+        correlate(SimpleNamespace(activations=[str(whole), str(cut)]), SimpleNamespace(stats=out / "stats" / "conv1.h5"),
+                  params, None)
+    assert not (out / "stats").exists()
