@@ -6,10 +6,11 @@ that remakes it, instead of a number that is silently wrong or a traceback from 
 Torch-free (analysis jobs import it).
 
 >>> import numpy as np
->>> check_finite(np.array([[1.0, np.nan], [2.0, 3.0]]), "results/x/activations/seed0.h5", "conv1")
-Traceback (most recent call last):
-...
-convergent.integrity.NonFiniteError: results/x/activations/seed0.h5, layer 'conv1': 1 non-finite value (NaN 1, inf 0) in 1 of 2 units, ...
+>>> try:
+...     check_finite(np.array([[1.0, np.nan], [2.0, 3.0]]), "seed0.h5", "conv1")
+... except NonFiniteError as error:
+...     print(str(error).split(";")[0])
+seed0.h5, layer 'conv1': 1 non-finite value (NaN 1, inf 0) in 1 of 2 units, first in row 0
 """
 
 from __future__ import annotations
