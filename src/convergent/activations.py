@@ -47,6 +47,7 @@ from collections.abc import Iterator
 import h5py
 import numpy as np
 
+from convergent.integrity import check_finite, open_hdf5
 from convergent.sampling import seeded_rng
 
 TOP_DTYPE = np.dtype([("image", "<i8"), ("y", "<i4"), ("x", "<i4"), ("value", "<f8")])
@@ -67,12 +68,12 @@ def sample_positions(layer: str, n_images: int, height: int, width: int, per_ima
 
 def layer_names(path: str | os.PathLike) -> list[str]:
     """Probed layers of an activation file, input to output."""
-    with h5py.File(path, "r") as h5:
+    with open_hdf5(path, "activation file") as h5:
         return [str(name) for name in h5.attrs["layers"]]
 
 
 def root_attrs(path: str | os.PathLike) -> dict:
-    with h5py.File(path, "r") as h5:
+    with open_hdf5(path, "activation file") as h5:
         return dict(h5.attrs)
 
 
@@ -85,7 +86,7 @@ _LEGACY_INPUT_MEAN = "image_mean"
 def layer_attrs(path: str | os.PathLike, layer: str) -> dict:
     """``kind`` (spatial/tokens/vector), ``signed``, ``shape`` (C, H, W), ``receptive_field``
     (size, stride, offset), ``n_samples``, and ``layout``/``token_grid`` where recorded."""
-    with h5py.File(path, "r") as h5:
+    with open_hdf5(path, "activation file") as h5:
         group = _layer_group(h5, path, layer)
         attrs = dict(group.attrs)
         attrs["n_samples"] = group["samples"].shape[0]
@@ -113,10 +114,10 @@ def read_samples(path: str | os.PathLike, layer: str, rows: np.ndarray | slice |
     Indexed rows are read in consecutive blocks of ``chunk_rows`` and picked in memory: h5py's
     point selection of scattered rows is far slower, and a block at a time bounds the memory.
     """
-    with h5py.File(path, "r") as h5:
+    with open_hdf5(path, "activation file") as h5:
         data = _layer_group(h5, path, layer)["samples"]
         if rows is None or isinstance(rows, slice):
-            return np.asarray(data[() if rows is None else rows], dtype=dtype)
+            return check_finite(np.asarray(data[() if rows is None else rows], dtype=dtype), path, layer)
         rows = np.asarray(rows, dtype=np.int64)
         if np.any(np.diff(rows) <= 0) or (rows.size and not 0 <= rows[0] <= rows[-1] < data.shape[0]):
             raise ValueError(f"{path}: rows of {layer!r} must be sorted, distinct and below {data.shape[0]}")
@@ -125,19 +126,19 @@ def read_samples(path: str | os.PathLike, layer: str, rows: np.ndarray | slice |
             lo, hi = np.searchsorted(rows, [start, start + chunk_rows])
             if lo < hi:
                 out[lo:hi] = data[start:start + chunk_rows][rows[lo:hi] - start]
-        return out
+        return check_finite(out, path, layer)
 
 
 def iter_sample_chunks(path: str | os.PathLike, layer: str, chunk_rows: int) -> Iterator[np.ndarray]:
     """A layer's activations in consecutive row blocks, so no step needs the whole layer in memory."""
-    with h5py.File(path, "r") as h5:
+    with open_hdf5(path, "activation file") as h5:
         data = _layer_group(h5, path, layer)["samples"]
         for start in range(0, data.shape[0], chunk_rows):
-            yield data[start:start + chunk_rows]
+            yield check_finite(data[start:start + chunk_rows], path, layer, row_offset=start)
 
 
 def read_positions(path: str | os.PathLike, layer: str) -> np.ndarray | None:
-    with h5py.File(path, "r") as h5:
+    with open_hdf5(path, "activation file") as h5:
         group = _layer_group(h5, path, layer)
         return group["positions"][()] if "positions" in group else None
 
@@ -145,25 +146,25 @@ def read_positions(path: str | os.PathLike, layer: str) -> np.ndarray | None:
 def read_input_means(path: str | os.PathLike, layer: str) -> np.ndarray:
     """One row per probe input: a map's mean over all positions (a sequence's over all tokens),
     or a vector layer's rows."""
-    with h5py.File(path, "r") as h5:
+    with open_hdf5(path, "activation file") as h5:
         group = _layer_group(h5, path, layer)
         for name in (INPUT_MEAN, _LEGACY_INPUT_MEAN):
             if name in group:
-                return np.asarray(group[name][()], dtype=np.float64)
+                return check_finite(np.asarray(group[name][()], dtype=np.float64), path, layer, f" of {name}")
         if "positions" in group:  # rows are (input, position) samples, not inputs
             raise ValueError(f"{path}: layer {layer!r} has no {INPUT_MEAN} (written by an older "
                              "extractor); re-extract it (snakemake --forcerun extract)")
-        return np.asarray(group["samples"][()], dtype=np.float64)
+        return check_finite(np.asarray(group["samples"][()], dtype=np.float64), path, layer)
 
 
 def read_top_activations(path: str | os.PathLike, layer: str) -> np.ndarray:
     """Structured array ``[n_units, k]`` with fields image (probe row), y, x, value."""
-    with h5py.File(path, "r") as h5:
+    with open_hdf5(path, "activation file") as h5:
         return _layer_group(h5, path, layer)["top_activations"][()]
 
 
 def read_image_index(path: str | os.PathLike) -> np.ndarray:
-    with h5py.File(path, "r") as h5:
+    with open_hdf5(path, "activation file") as h5:
         return h5["probe/image_index"][()]
 
 

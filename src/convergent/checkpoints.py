@@ -20,6 +20,7 @@ import argparse
 import os
 import pickle
 import re
+import zipfile
 from pathlib import Path
 
 import torch
@@ -61,12 +62,33 @@ def load_payload(path: str | os.PathLike):
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path), device="cpu")
+        try:
+            return load_file(str(path), device="cpu")
+        except Exception as error:  # noqa: BLE001 (SafetensorError and OSError: the file is unreadable)
+            raise _damaged_error(path, error) from None
     try:
         with torch.serialization.safe_globals(_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise _unsafe_pickle_error(path, str(error)) from None
+        if "GLOBAL" in str(error):
+            raise _unsafe_pickle_error(path, str(error)) from None
+        raise _damaged_error(path, error) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as error:  # torch's zip reader, a short legacy pickle
+        raise _damaged_error(path, error) from None
+
+
+def _damaged_error(path: Path, error: BaseException) -> CheckpointError:
+    """A checkpoint that cannot be read at all: say so, how big it is, and how to get it back."""
+    from convergent.integrity import remake_hint
+
+    size = path.stat().st_size
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    detail = lines[-1].strip() if lines else type(error).__name__
+    with open(path, "rb") as handle:
+        zipped = handle.read(2) == b"PK"  # torch.save writes a zip archive
+    kind = ("empty" if size == 0 else "corrupt" if zipfile.is_zipfile(path)
+            else "truncated" if zipped else "not a torch checkpoint")
+    return CheckpointError(f"checkpoint {path} is damaged ({kind}, {size} bytes: {detail[:200]}); {remake_hint(path)}")
 
 
 def _unsafe_pickle_error(path: Path, message: str) -> CheckpointError:

@@ -23,6 +23,7 @@ import h5py
 import numpy as np
 
 from convergent.activations import check_paired, iter_sample_chunks, layer_attrs
+from convergent.integrity import check_finite, open_hdf5
 from convergent.outputs import atomic_output
 
 
@@ -171,9 +172,13 @@ class LayerStats:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "LayerStats":
-        with h5py.File(path, "r") as h5:
-            return cls(str(h5.attrs["layer"]), h5["seeds"][()], h5["mean"][()], h5["std"][()],
-                       h5["cov"][()], h5["corr"][()], h5["dead"][()], int(h5.attrs["n_samples"]))
+        with open_hdf5(path, "statistics file") as h5:
+            stats = cls(str(h5.attrs["layer"]), h5["seeds"][()], h5["mean"][()], h5["std"][()],
+                        h5["cov"][()], h5["corr"][()], h5["dead"][()], int(h5.attrs["n_samples"]))
+        # NaN correlations of dead units are the contract; NaN moments mean non-finite activations
+        check_finite(stats.mean, path, stats.layer, " of the means")
+        check_finite(stats.std, path, stats.layer, " of the standard deviations")
+        return stats
 
 
 def joint_layer_statistics(paths: list[str | os.PathLike], seeds: list[int], layer: str,

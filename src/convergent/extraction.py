@@ -21,7 +21,9 @@ from tqdm.auto import tqdm
 from convergent import __version__
 from convergent.activations import INPUT_MEAN, TOP_DTYPE, sample_positions
 from convergent.architectures import LayerSpec
+from convergent.integrity import NonFiniteError
 from convergent.outputs import atomic_output
+from convergent.provenance import environment_json
 from convergent.probing import Probe, ProbeRunner, probe_batch, resolve_probes
 from convergent.receptive_fields import receptive_fields
 
@@ -101,13 +103,15 @@ def extract_activations(
     loader = DataLoader(probe, batch_size=cfg["batch_size"])
     with atomic_output(out_path) as tmp, h5py.File(tmp, "w") as h5, torch.no_grad(), \
             ProbeRunner(model, probes, prepare) as runner:
-        h5.attrs.update({**root_attrs, "layers": list(probes), "convergent_version": __version__})
+        h5.attrs.update({**root_attrs, "layers": list(probes), "convergent_version": __version__,
+                         "environment": environment_json(device)})
         h5.create_dataset("probe/image_index", data=np.asarray(image_index, dtype=np.int64))
         state: dict[str, dict] = {}
         for batch_no, (x, _y) in enumerate(tqdm(loader, desc=f"extract {out_path.stem}", unit="batch",
                                                disable=not progress, file=sys.stderr)):
             captured = runner(x.to(device))
             first = batch_no * cfg["batch_size"]
+            _refuse_non_finite(captured, out_path, root_attrs, first, len(x), n_images, dtype)
             for layer, probe_ in probes.items():
                 act = captured[layer]
                 if layer not in state:
@@ -129,6 +133,33 @@ def extract_activations(
             group = h5[f"layers/{layer}"]
             group.create_dataset("top_activations", data=st["top"].records(h, w))
             group.attrs["signed"] = bool(st["min"] < 0)
+
+
+def _refuse_non_finite(captured: dict, out_path: Path, root_attrs: dict, first: int, count: int, n_images: int,
+                       dtype: np.dtype) -> None:
+    """Raise :class:`NonFiniteError` when a layer has NaN/inf values, or values the file's dtype
+    cannot hold, naming the network, the layers and how many units: every analysis downstream
+    would turn them into NaN far from the cause. Checked per batch, so a broken network stops
+    extraction at its first batch."""
+    limit = float(np.finfo(dtype).max)
+    found = []
+    for layer, act in captured.items():
+        if bool(torch.isfinite(act).all()) and float(act.abs().max()) <= limit:
+            continue  # the usual case: one pass, no copies
+        units = act.transpose(0, 1).reshape(act.shape[1], -1)
+        bad = ~torch.isfinite(units).all(dim=1)
+        over = (units.abs() > limit).any(dim=1) & ~bad
+        if bool(bad.any()):
+            found.append(f"{layer}: {int(bad.sum())} of {len(bad)} units non-finite")
+        if bool(over.any()):
+            found.append(f"{layer}: {int(over.sum())} of {len(over)} units beyond {dtype.name}'s range "
+                         f"(set config key 'extract.dtype' to float32)")
+    if found:
+        network = f"{root_attrs.get('architecture', '?')} seed {root_attrs.get('seed', '?')}"
+        raise NonFiniteError(
+            f"{out_path}: the network ({network}) gives non-finite activations on probe inputs {first}-"
+            f"{first + count - 1} of {n_images}: " + "; ".join(found) + ". No activation file was written. A diverged "
+            "network: check its training log (loss, held-out accuracy) and retrain it with a lower 'train.lr'")
 
 
 def _open_layer(h5, layer, probe: Probe, act, n_images, cfg, dtype, field, image_size) -> dict:

@@ -364,7 +364,7 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict]:
     model_cfg = payload.get("model") or {"architecture": payload["architecture"]}
     geometry = (payload["in_channels"], payload["num_classes"], payload["image_size"])
     loaded = load_model(model_cfg, geometry, pretrained=False)
-    loaded.module.load_state_dict(payload["state_dict"])
+    fit_state_dict(loaded.module, payload["state_dict"], str(path), f"model '{describe_source(model_cfg)}'")
     return loaded.module.eval(), payload
 
 

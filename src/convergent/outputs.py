@@ -5,8 +5,10 @@ run takes for finished. Every writer in the library therefore writes through :fu
 the content goes to a temporary name in the same directory, and only a complete file is renamed
 onto the final path (``os.replace`` is atomic within a file system).
 
-It is also the one place where an output becomes final, so whatever should accompany every output
-(a checksum record, say) belongs in :func:`atomic_output` after the rename, and every writer gets it.
+It is also the one place where an output becomes final, so it records each output's SHA-256 beside
+it (``.NAME.sha256``, in ``sha256sum`` format: ``sha256sum -c .NAME.sha256`` verifies it by hand).
+``convergent check`` compares them, so a file damaged after it was written (a disk, a copy, an
+edit) is found before an analysis reads it.
 
 >>> import tempfile, pathlib
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "table.csv"
@@ -19,6 +21,7 @@ It is also the one place where an output becomes final, so whatever should accom
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -38,6 +41,36 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
     try:
         yield tmp
+        digest = file_digest(tmp)
         os.replace(tmp, path)
+        record = checksum_path(path)
+        # a record that a kill leaves stale says "mismatch": Snakemake redoes that job anyway
+        record_tmp = record.with_name(f"{record.name}.tmp{os.getpid()}")
+        record_tmp.write_text(f"{digest}  {path.name}\n")
+        os.replace(record_tmp, record)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def checksum_path(path: str | os.PathLike) -> Path:
+    """Where :func:`atomic_output` records ``path``'s SHA-256: ``.NAME.sha256`` beside it."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.sha256")
+
+
+def file_digest(path: str | os.PathLike, block: int = 1 << 22) -> str:
+    """The SHA-256 of a file, read in blocks (activation files can be gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def recorded_checksum(path: str | os.PathLike) -> str | None:
+    """The SHA-256 recorded when ``path`` was written, or None where none was."""
+    record = checksum_path(path)
+    if not record.is_file():
+        return None
+    text = record.read_text().split()
+    return text[0] if text else ""

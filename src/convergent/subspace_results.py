@@ -19,6 +19,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from convergent.integrity import open_hdf5
 from convergent.outputs import atomic_output
 
 Neuron = tuple  # ("x", i) or ("y", j)
@@ -169,9 +170,7 @@ def write_pair_result(result: PairResult, path: str | os.PathLike) -> None:
 
 
 def read_pair_result(path: str | os.PathLike) -> PairResult:
-    import h5py
-
-    with h5py.File(path, "r") as h5:
+    with open_hdf5(path, "subspace result") as h5:
         at = h5.attrs
         simple = {float(s.attrs["eps"]): (s["x"][()], s["y"][()], s["counts"][()])
                   for s in h5["simple"].values()}

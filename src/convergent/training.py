@@ -8,6 +8,7 @@ weights as an uninterrupted run (on CPU, where kernels are deterministic).
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import time
@@ -22,8 +23,10 @@ from tqdm.auto import tqdm
 from convergent.architectures import describe_source
 from convergent.checkpoints import CHECKPOINT_FORMAT, read_state_dict
 from convergent.data import ImageSplits
+from convergent.integrity import NonFiniteError
 from convergent.models import load_checkpoint, load_model  # noqa: F401 (load_checkpoint re-exported)
 from convergent.outputs import atomic_output
+from convergent.provenance import environment
 
 
 def select_device(preference: str = "auto") -> torch.device:
@@ -136,6 +139,24 @@ def checkpoint_payload(model: nn.Module, model_cfg: str | dict, splits: ImageSpl
     return payload
 
 
+def _read_resume(path: Path, device: torch.device) -> dict | None:
+    """The resume state, or None (and why, in the log) when the file is damaged: it only saves
+    time, so a damaged one costs a fresh start, never a failed job."""
+    try:
+        return torch.load(path, map_location=device, weights_only=False)
+    except Exception as error:  # noqa: BLE001 (truncated zip, bad pickle, ...: all mean unusable)
+        print(f"resume file {path} is damaged ({str(error).splitlines()[0] if str(error) else type(error).__name__}); "
+              "training from the start", file=sys.stderr)
+        return None
+
+
+def _kept(resume_path: Path, start_epoch: int, epoch: int) -> str:
+    if epoch > start_epoch or start_epoch > 0:
+        return (f"The state after epoch {epoch} is kept in {resume_path} (a rerun with the same settings resumes "
+                "from it); no model was written.")
+    return "No epoch completed; no model was written."
+
+
 def train_model(
     model_cfg: str | dict,
     splits: ImageSplits,
@@ -162,8 +183,8 @@ def train_model(
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg["milestones"], cfg["gamma"])
     start_epoch, elapsed, history = 0, 0.0, []
     resume_path = Path(resume_path)
-    if resume_path.exists():
-        state = torch.load(resume_path, map_location=device, weights_only=False)
+    state = _read_resume(resume_path, device) if resume_path.exists() else None
+    if state is not None:
         if state.get("fingerprint") == fingerprint:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -182,20 +203,34 @@ def train_model(
                             num_workers=cfg["num_workers"], drop_last=False)
         model.train()
         total_loss = correct = seen = 0
-        for x, y in loader:
+        for batch, (x, y) in enumerate(loader):
             if splits.name != "imagefolder":
                 x = augment_batch(x, cfg["augment"])
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
                 logits = logits_of(model(x))
                 loss = loss_fn(logits, y)
+            value = float(loss.detach())
+            if not math.isfinite(value):  # before the step: the weights stay those of the last good batch
+                raise NonFiniteError(
+                    f"seed {seed}: training loss is {value} at epoch {epoch + 1} of {cfg['epochs']}, batch {batch + 1} "
+                    f"of {len(loader)} (learning rate {optimizer.param_groups[0]['lr']:g}): training diverged. "
+                    f"{_kept(resume_path, start_epoch, epoch)} Lower config key 'train.lr' (now {cfg['lr']}) "
+                    "or check the inputs for NaN")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total_loss += float(loss.detach()) * len(y)
+            total_loss += value * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
         scheduler.step()
+        broken = [name for name, tensor in model.state_dict().items()
+                  if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+        if broken:
+            raise NonFiniteError(
+                f"seed {seed}: non-finite weights after epoch {epoch + 1} of {cfg['epochs']} in {len(broken)} tensors "
+                f"({', '.join(broken[:5])}) at learning rate {optimizer.param_groups[0]['lr']:g}: training diverged. "
+                f"{_kept(resume_path, start_epoch, epoch)} Lower config key 'train.lr' (now {cfg['lr']})")
         heldout_accuracy = evaluate(model, splits.heldout, device)
         elapsed += time.perf_counter() - began
         history.append({"epoch": epoch + 1, "loss": total_loss / seen, "train_accuracy": correct / seen,
@@ -216,5 +251,6 @@ def train_model(
         "seconds": elapsed,
         "device": str(device),
         "history": history,
+        "environment": environment(device),
     }
     return model.cpu(), metrics

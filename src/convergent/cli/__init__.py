@@ -15,6 +15,8 @@ import sys
 # name -> (module, one-line description)
 COMMANDS = {
     "layers": ("convergent.cli.layers", "list every layer of the configured model that can be probed"),
+    "check": ("convergent.cli.check", "check the config, its inputs and every finished file, without running"),
+    "compare": ("convergent.cli.compare", "how two runs' tables and accuracies differ, within tolerances"),
 }
 
 

@@ -15,6 +15,7 @@ from convergent.architectures import describe_source
 from convergent.data import load_dataset
 from convergent.models import load_model
 from convergent.outputs import atomic_output
+from convergent.provenance import environment
 from convergent.training import atomic_save, checkpoint_payload, heldout_accuracy
 
 
@@ -37,7 +38,7 @@ def main(inputs, outputs, params, log):
     metrics = {"seed": seed, "architecture": describe_source(params.model), "dataset": splits.name,
                "epochs": None, "heldout_accuracy": accuracy, "train_accuracy": None,
                "seconds": time.perf_counter() - began, "trained": True,
-               "imported_from": str(inputs.checkpoint), "history": []}
+               "imported_from": str(inputs.checkpoint), "history": [], "environment": environment("cpu")}
     atomic_save(checkpoint_payload(loaded.module, params.model, splits, seed, metrics), outputs.model)
     with atomic_output(outputs.metrics) as tmp:
         tmp.write_text(json.dumps(metrics, indent=2))

@@ -9,6 +9,7 @@ from convergent.architectures import describe_source
 from convergent.data import load_dataset
 from convergent.models import load_model
 from convergent.outputs import atomic_output
+from convergent.provenance import environment
 from convergent.training import atomic_save, checkpoint_payload, heldout_accuracy, seed_everything
 
 
@@ -28,7 +29,7 @@ def main(inputs, outputs, params, log):
     accuracy, note = heldout_accuracy(model, splits, torch.device("cpu"))
     metrics = {"seed": seed, "architecture": describe_source(params.model), "dataset": splits.name, "epochs": 0,
                "heldout_accuracy": accuracy, "train_accuracy": None, "seconds": 0.0, "trained": False,
-               "history": []}
+               "history": [], "environment": environment("cpu")}
     if note:
         print(note)
     atomic_save(checkpoint_payload(model, params.model, splits, seed, metrics), outputs.model)
