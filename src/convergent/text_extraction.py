@@ -27,9 +27,10 @@ from tqdm.auto import tqdm
 
 from convergent import __version__
 from convergent.activations import INPUT_MEAN
-from convergent.extraction import _TopK
+from convergent.extraction import _TopK, _refuse_non_finite
 from convergent.outputs import atomic_output
 from convergent.probing import Probe, ProbeRunner
+from convergent.provenance import environment_json
 from convergent.text import TextProbe, sample_token_positions
 
 
@@ -44,7 +45,8 @@ def extract_text_activations(model: nn.Module, probe: TextProbe, probes: dict[st
     valid_all = torch.as_tensor(probe.valid)
     with atomic_output(out_path) as tmp, h5py.File(tmp, "w") as h5, torch.no_grad(), \
             ProbeRunner(model, probes) as runner:
-        h5.attrs.update({**root_attrs, "layers": list(probes), "convergent_version": __version__})
+        h5.attrs.update({**root_attrs, "layers": list(probes), "convergent_version": __version__,
+                         "environment": environment_json(device)})
         _write_probe(h5, probe)
         state: dict[str, dict] = {}
         starts = range(0, n_inputs, batch_size)
@@ -53,6 +55,7 @@ def extract_text_activations(model: nn.Module, probe: TextProbe, probes: dict[st
             last = min(first + batch_size, n_inputs)
             batch = {k: v.to(device) for k, v in probe.batch(first, last).items()}
             captured = runner(batch)
+            _refuse_non_finite(captured, out_path, root_attrs, first, last - first, n_inputs, dtype)
             valid = valid_all[first:last].to(device)
             for layer, probe_ in probes.items():
                 act = captured[layer]
