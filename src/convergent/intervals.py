@@ -28,7 +28,7 @@ import pandas as pd
 from convergent import statistics as st
 from convergent.replicates import LayerReplicates
 
-__all__ = ["Settings", "pair_mean", "mean_interval", "describe", "interval_fields", "frame_intervals", "subspace_intervals", "tests_table",
+__all__ = ["Settings", "load_replicates", "pair_mean", "mean_interval", "describe", "interval_fields", "frame_intervals", "subspace_intervals", "tests_table",
            "seeds_needed_table", "TEST_MEASURES"]
 
 #: the measures the tests table compares: Li et al.'s mean matching correlation and linear CKA
@@ -56,6 +56,15 @@ class Settings:
         return f"{self.method}, {self.replicates} replicates"
 
 
+def load_replicates(layers: Sequence[str], paths: Sequence) -> dict[str, LayerReplicates]:
+    """Each layer's stored replicates (``statistics/{layer}.h5``, in ``layers`` order); none given:
+    an empty mapping, and the intervals are over seeds only."""
+    paths = list(paths or [])
+    if not paths:
+        return {}
+    return {layer: LayerReplicates.load(p) for layer, p in zip(layers, paths, strict=True)}
+
+
 def _groups(pairs: Sequence[Pair], untrained: Sequence[Hashable] = ()) -> dict[str, tuple]:
     nets = tuple(dict.fromkeys(n for pair in pairs for n in pair))
     trained = tuple(n for n in nets if n not in set(untrained))
@@ -73,6 +82,10 @@ def pair_mean(values: Mapping[Pair, float], settings: Settings, replicates: Laye
     over the numbers otherwise (seeds only). ``untrained``: networks resampled as their own group."""
     pairs = list(values)
     groups = dict(groups) if groups is not None else _groups(pairs, untrained)
+    if replicates is not None and (replicates.replicates, replicates.seed) != (settings.replicates, settings.seed):
+        raise ValueError(f"replicates of layer {replicates.layer!r} were drawn with statistics.replicates="
+                         f"{replicates.replicates}, seed={replicates.seed}, the table asks for "
+                         f"{settings.replicates}, {settings.seed}: rerun the bootstrap rule")
     if (replicates is not None and measure is not None and replicates.resampled_inputs
             and all(replicates.has(measure, str(a), str(b)) for a, b in pairs)):
         fns = [replicates.pair_statistic(measure, str(a), str(b)) for a, b in pairs]
@@ -197,7 +210,8 @@ def tests_table(replicates: Mapping[str, LayerReplicates], trained_pairs: Sequen
                          "statistic": f"mean(trained pairs) {la} - {lb}, paired",
                          **_ci_columns(ci, settings, fixed or _fixed_reason(ra)),
                          **_p_columns(st.bootstrap_p_value(ci, 0.0, "two-sided"),
-                                      f"bootstrap, two-sided: 2 min(#{{<= 0}}, #{{>= 0}}) + 1s / (1 + {ci.replicates})")})
+                                      f"bootstrap, two-sided: 2 min(1 + #{{replicates <= 0}}, 1 + #{{replicates >= 0}}) / "
+                                      f"(1 + {ci.replicates}), at most 1")})
     table = pd.DataFrame(rows)
     if table.empty:
         return table
@@ -213,9 +227,11 @@ def tests_table(replicates: Mapping[str, LayerReplicates], trained_pairs: Sequen
             table.loc[idx, "correction"] = "none"
     table["reject"] = table["p_adjusted"] < alpha
     table["reading"] = [_reading(r, alpha) for r in table.itertuples()]
+    order = {"trained vs untrained": 0, "permutation null": 1, "layer difference": 2}
+    table = table.sort_values("test", key=lambda c: c.map(order), kind="stable")
     columns = ["test", "measure", "layer_a", "layer_b", "statistic", "estimate", "lo", "hi", "level", "interval",
                "p_value", "p_method", "p_adjusted", "correction", "seeds", "blocks", "reject", "reading", "note"]
-    return table[columns]
+    return table[columns].reset_index(drop=True)
 
 
 def _boot(statistic: st.Statistic, settings: Settings) -> st.Interval:
@@ -233,12 +249,12 @@ def _reading(row, alpha: float) -> str:
         return "not tested"
     if row.test == "trained vs untrained":
         return ("trained pairs more similar than trained vs untrained" if row.reject
-                else f"not distinguishable from trained vs untrained at {row.seeds} resampled networks")
+                else f"not distinguishable from trained vs untrained at {row.seeds} seeds")
     if row.test == "permutation null":
         return "above chance (permutation null)" if row.reject else "not distinguishable from chance"
     if row.reject:
         return f"{row.layer_a} {'higher' if row.estimate > 0 else 'lower'} than {row.layer_b}"
-    return f"{row.layer_a} and {row.layer_b} not distinguishable at this number of seeds"
+    return f"{row.layer_a} and {row.layer_b} not distinguishable at {row.seeds} seeds"
 
 
 # --------------------------------------------------------------------------- seeds needed

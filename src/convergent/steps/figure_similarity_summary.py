@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from convergent import similarity as sim
-from convergent.intervals import Settings, interval_fields, mean_interval
+from convergent.intervals import Settings, interval_fields, load_replicates, mean_interval
 from convergent.plotting import save_figure
 from convergent.replicates import LayerReplicates
 from convergent.tables import write_table
@@ -37,31 +37,31 @@ def summarize(frame: pd.DataFrame, layers: list[str], measures: list[str], setti
     ``*_lo``, ``*_hi``, ``*_note`` (what was resampled) and the table's ``level``, ``interval``."""
     same = frame[frame["scope"] == "same_layer"]
     per_pair = same.groupby(["kind", "null", "net_a", "net_b", "layer_a", "measure"], as_index=False)["value"].mean()
+    series = dict(list(per_pair.groupby(["kind", "null", "layer_a", "measure"])))
+    empty = per_pair.iloc[:0]
     rows = []
     for layer in layers:
         for measure in measures:
             row = {"layer": layer, "measure": measure}
             for label, kind, null, _ in SERIES:
                 key = label.replace(" ", "_")
-                v = per_pair[(per_pair["kind"] == kind) & (per_pair["null"] == null)
-                             & (per_pair["layer_a"] == layer) & (per_pair["measure"] == measure)]["value"]
+                sel = series.get((kind, null, layer, measure), empty)
+                v = sel["value"]
                 row[f"{key}_mean"] = float(v.mean()) if len(v) else np.nan
                 row[f"{key}_std"] = float(v.std(ddof=0)) if len(v) else np.nan
                 row[f"{key}_pairs"] = int(len(v))
                 if settings is not None and label in WITH_INTERVAL:
-                    row.update(_interval(per_pair, kind, null, layer, measure, settings,
-                                         (replicates or {}).get(layer), key))
+                    row.update(_interval(sel, kind, measure, settings, (replicates or {}).get(layer), key))
             if settings is not None:
                 row.update({"level": settings.level, "interval": settings.label})
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _interval(per_pair, kind, null, layer, measure, settings, rep, key) -> dict:
-    """Interval columns of one series: the mean over its pairs, bootstrapped over seeds (and the
-    untrained networks as their own group) and, with stored replicates, over probe inputs."""
-    sel = per_pair[(per_pair["kind"] == kind) & (per_pair["null"] == null) & (per_pair["layer_a"] == layer)
-                   & (per_pair["measure"] == measure)]
+def _interval(sel, kind, measure, settings, rep, key) -> dict:
+    """Interval columns of one series (``sel``: its per-pair values): the mean over its pairs,
+    bootstrapped over seeds (the untrained networks as their own group) and, with stored
+    replicates, over probe inputs."""
     values = {(a, b): v for a, b, v in zip(sel["net_a"], sel["net_b"], sel["value"])}
     if not values or not np.isfinite(list(values.values())).all():
         return {f"{key}_lo": np.nan, f"{key}_hi": np.nan, f"{key}_note": "no interval: no finite values"}
@@ -75,7 +75,7 @@ def main(inputs, outputs, params, log):
     frame = pd.concat([pd.read_csv(p) for p in inputs.pairs], ignore_index=True)
     layers, measures = list(params.layers), list(params.cfg["measures"])
     settings = Settings.from_config(params.statistics)
-    replicates = {layer: LayerReplicates.load(p) for layer, p in zip(layers, inputs.replicates, strict=True)}
+    replicates = load_replicates(params.layers, getattr(inputs, "replicates", []))
     table = summarize(frame, layers, measures, settings, replicates)
     write_table(table, str(outputs.csv)[: -len(".csv")],
                 caption=f"Same-layer similarity, mean and std over network pairs, with {settings.level:.0%} "

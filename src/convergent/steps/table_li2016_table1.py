@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from convergent.intervals import Settings, interval_fields, mean_interval
+from convergent.intervals import Settings, interval_fields, load_replicates, mean_interval
 from convergent.matching import read_match_csv, summarize_match, summarize_pairs
 from convergent.replicates import LayerReplicates
 from convergent.tables import write_table
@@ -60,7 +60,7 @@ def main(inputs, outputs, params, log):
     paths = list(inputs.matches)
     by_layer = {layer: [p for p in paths if Path(p).parent.name == layer] for layer in params.layers}
     settings = Settings.from_config(params.statistics)
-    replicates = {layer: LayerReplicates.load(p) for layer, p in zip(params.layers, inputs.replicates, strict=True)}
+    replicates = load_replicates(params.layers, getattr(inputs, "replicates", []))
     df = table1(by_layer, tuple(params.first), settings, replicates)
     write_table(df, Path(outputs.csv).with_suffix(""),
                 caption="Li et al. (2016) Table 1: mean correlation of units paired by semi-matching and by "

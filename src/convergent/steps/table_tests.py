@@ -3,15 +3,14 @@ layer-to-layer differences; Holm across layers) and the seeds a target interval 
 
 from pathlib import Path
 
-from convergent.intervals import Settings, seeds_needed_table, tests_table
-from convergent.replicates import LayerReplicates
+from convergent.intervals import Settings, load_replicates, seeds_needed_table, tests_table
 from convergent.tables import write_table
 
 
 def main(inputs, outputs, params, log):
     cfg = params.cfg
     settings = Settings.from_config(cfg)
-    replicates = {layer: LayerReplicates.load(p) for layer, p in zip(params.layers, inputs.replicates, strict=True)}
+    replicates = load_replicates(params.layers, inputs.replicates)
     layers = list(params.layers)
     differences = cfg["layer_differences"] or [(layers[0], other) for other in layers[1:]]
     pairs = [tuple(p) for p in params.pairs]
