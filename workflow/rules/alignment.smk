@@ -68,7 +68,7 @@ rule table_li2016_table1:
         replicates=REPLICATES,
     params:
         code=code("table_li2016_table1"),
-        statistics=interval_section(),
+        statistics=INTERVAL_SECTION,
         layers=LAYERS,
         first=FIRST_PAIR,
     log:

@@ -69,7 +69,7 @@ rule figure_similarity_summary:
     params:
         code=code("figure_similarity_summary"),
         cfg=section("similarity"),
-        statistics=interval_section(),
+        statistics=INTERVAL_SECTION,
         layers=LAYERS,
         figures=section("figures"),
     log:

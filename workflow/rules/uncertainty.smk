@@ -10,10 +10,7 @@ BASELINE_NET_PAIRS = [(f"seed{s}", f"untrained{u}") for u in UNTRAINED for s in 
 REPLICATES = [f"{OUT}/statistics/{layer}.h5" for layer in LAYERS]
 # The keys that shape intervals (not the replicates): each table rule takes these.
 INTERVAL_KEYS = ("replicates", "seed", "level", "interval", "correct")
-
-
-def interval_section():
-    return section("statistics", keep=INTERVAL_KEYS)
+INTERVAL_SECTION = section("statistics", keep=INTERVAL_KEYS)
 
 
 rule bootstrap:
