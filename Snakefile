@@ -10,6 +10,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/extract.smk"
 include: "workflow/rules/statistics.smk"
 include: "workflow/rules/summary.smk"
+include: "workflow/rules/uncertainty.smk"
 # Analyses (each appends its targets to TARGETS):
 include: "workflow/rules/alignment.smk"
 include: "workflow/rules/many_to_many.smk"

@@ -57,6 +57,10 @@ def write_conv_activations(path, seed: int, samples, positions, image_index, out
                             "shape": (units, out_side, out_side), "receptive_field": receptive_field})
 
 
+#: the `statistics` keys a summary step takes (intervals over few replicates, fast enough for step tests)
+STATISTICS = {"replicates": 200, "seed": 0, "level": 0.95, "interval": "percentile", "correct": True}
+
+
 def image_means(samples, image, n_images: int):
     """float32 ``[n_images, units]``: the mean of each image's rows (``image`` indexes the rows)."""
     import numpy as np

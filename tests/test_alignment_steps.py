@@ -14,7 +14,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from types import SimpleNamespace  # noqa: E402
 
-from conftest import Named, write_conv_activations  # noqa: E402
+from conftest import STATISTICS, Named, write_conv_activations  # noqa: E402
 from convergent.correlation import joint_layer_statistics  # noqa: E402
 from convergent.matching import read_match_csv, summarize_pairs  # noqa: E402
 from convergent.steps import (  # noqa: E402
@@ -93,7 +93,7 @@ def test_mutual_info_step_recovers_the_permutation_on_paired_rows(experiment):
 def test_table1_step_reports_first_pair_and_spread(experiment, tmp_path):
     out = Named(csv=tmp_path / "t1.csv", md=tmp_path / "t1.md", tex=tmp_path / "t1.tex")
     table_li2016_table1.main(Named(matches=list(experiment.matches.values())), out,
-                             SimpleNamespace(layers=["conv1"], first=(0, 1)), [])
+                             SimpleNamespace(layers=["conv1"], first=(0, 1), statistics=STATISTICS), [])
     table = pd.read_csv(out.csv)
     expected = summarize_pairs({p: read_match_csv(f) for p, f in experiment.matches.items()}, first=(0, 1))
     row = table.iloc[0]

@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from conftest import Named, image_means  # noqa: E402
+from conftest import STATISTICS, Named, image_means  # noqa: E402
 from convergent import network_similarity as pairs  # noqa: E402
 from convergent import similarity as sim  # noqa: E402
 from convergent.correlation import joint_layer_statistics  # noqa: E402
@@ -163,7 +163,7 @@ def test_permutation_null_and_untrained_sit_below_trained_pairs(experiment):
 def test_summary_figure_and_table(experiment, tmp_path):
     outputs = Named([str(tmp_path / "similarity_same_layer.png")], csv=str(tmp_path / "t.csv"),
                     md=str(tmp_path / "t.md"), tex=str(tmp_path / "t.tex"))
-    params = SimpleNamespace(cfg=CFG, layers=LAYERS, figures=FIGURES)
+    params = SimpleNamespace(cfg=CFG, layers=LAYERS, figures=FIGURES, statistics=STATISTICS)
     figure_similarity_summary.main(Named(pairs=[str(c) for c in experiment.csvs]), outputs, params, [])
     image = matplotlib.image.imread(outputs[0])
     assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 0

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import pytest
 
+from conftest import STATISTICS
 from convergent._subspace_batched import batched_alg2, reference_simple_matches
 from convergent.subspace import SubspaceProblem
 from convergent.subspace_simple import RateLog, SimpleMatchEngine, progress_callback
@@ -209,7 +210,7 @@ def test_flagged_layer_in_figures_and_table(tmp_path):
                               eps_grid=[0.25, 0.5], simple_eps=[0.25])
         paths.append(tmp_path / f"{layer}.h5")
         write_pair_result(r, paths[-1])
-    params = SimpleNamespace(layers=["conv1", "fc1"], figures={"dpi": 50})
+    params = SimpleNamespace(layers=["conv1", "fc1"], figures={"dpi": 50}, statistics=STATISTICS)
     stem = tmp_path / "t"
     table_wang2018_similarity.main(SimpleNamespace(pairs=paths, baseline=[]),
                                    SimpleNamespace(csv=f"{stem}.csv"), params, [])

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import STATISTICS
 from convergent.steps import (
     figure_wang2018_fig1,
     figure_wang2018_fig2,
@@ -117,7 +118,7 @@ def test_subspace_step_writes_what_the_library_computes(nets, results):
 def test_figures_and_table(results, tmp_path):
     pairs = [p for layer in LAYERS for p in results[layer][:3]]
     baseline = [p for layer in LAYERS for p in results[layer][3:]]
-    params = SimpleNamespace(layers=LAYERS, figures={"dpi": 60})
+    params = SimpleNamespace(layers=LAYERS, figures={"dpi": 60}, statistics=STATISTICS)
     stem = tmp_path / "tables" / "wang2018_similarity"
     table_wang2018_similarity.main(
         SimpleNamespace(pairs=pairs, baseline=baseline),

@@ -37,6 +37,45 @@ def test_tiny_run_outputs(tiny_run):
     assert not list(out.glob("**/.*.tmp*")), "temporary files left behind"
 
 
+def test_tables_carry_intervals_and_tests(tiny_run):
+    """Issue 12 end to end: interval columns in the summary tables, the tests and seeds-needed
+    tables, each sane (lo <= estimate <= hi, p in [0, 1], Holm stated)."""
+    import pandas as pd
+
+    tables = tiny_run / "results" / "tiny" / "tables"
+    for stem in ("tests", "seeds_needed"):
+        for ext in ("csv", "md", "tex"):
+            assert (tables / f"{stem}.{ext}").stat().st_size > 100
+
+    def bounded(lo, estimate, hi):
+        ok = lo.notna() & hi.notna()
+        assert ok.any()
+        assert (lo[ok] <= estimate[ok] + 1e-9).all() and (estimate[ok] <= hi[ok] + 1e-9).all()
+
+    table1 = pd.read_csv(tables / "li2016_table1.csv")
+    assert {"matching_lo", "matching_hi", "level", "interval", "note"} <= set(table1.columns)
+    for q in ("semi", "matching", "overlap"):
+        bounded(table1[f"{q}_lo"], table1[f"{q}_mean"], table1[f"{q}_hi"])
+    assert table1["note"].str.startswith("over seeds and inputs").all()
+    same = pd.read_csv(tables / "similarity_same_layer.csv")
+    for series in ("trained_vs_trained", "trained_vs_untrained"):
+        bounded(same[f"{series}_lo"], same[f"{series}_mean"], same[f"{series}_hi"])
+    assert same.loc[same["measure"] == "linear_cka", "trained_vs_trained_note"].str.contains("inputs").all()
+    assert same.loc[same["measure"] == "rsa", "trained_vs_trained_note"].str.startswith("over seeds (").all()
+    wang = pd.read_csv(tables / "wang2018_similarity.csv")
+    bounded(wang["lo"], wang["s_mean"], wang["hi"])
+    tests = pd.read_csv(tables / "tests.csv")
+    assert set(tests["test"]) == {"trained vs untrained", "permutation null", "layer difference"}
+    assert tests["p_value"].between(0, 1).all() and tests["p_adjusted"].between(0, 1).all()
+    assert (tests["p_adjusted"] >= tests["p_value"] - 1e-12).all()
+    assert tests["correction"].str.startswith("Holm over").all()
+    bounded(tests["lo"], tests["estimate"], tests["hi"])
+    perm = tests[tests["test"] == "permutation null"]
+    assert len(perm) == 2 * len(LAYERS) and perm["p_method"].str.contains("1 \\+ 99").all()
+    needed = pd.read_csv(tables / "seeds_needed.csv")
+    assert (needed["seeds"] == len(tiny_config()["seeds"])).all() and (needed["width"] > 0).all()
+
+
 def test_second_run_has_nothing_to_do(tiny_run, tmp_path):
     run = copy_run(tiny_run, tmp_path / "run")
     assert planned_jobs(run, run / "config.yaml") == {}

@@ -65,8 +65,10 @@ rule table_li2016_table1:
         **table("li2016_table1"),
     input:
         matches=pair_files(f"{OUT}/matching/{{layer}}/{{a}}-{{b}}.csv"),
+        replicates=REPLICATES,
     params:
         code=code("table_li2016_table1"),
+        statistics=INTERVAL_SECTION,
         layers=LAYERS,
         first=FIRST_PAIR,
     log:

@@ -65,9 +65,11 @@ rule figure_similarity_summary:
         **table("similarity_same_layer"),
     input:
         pairs=SIMILARITY_PAIRS + SIMILARITY_UNTRAINED_PAIRS,
+        replicates=REPLICATES,
     params:
         code=code("figure_similarity_summary"),
         cfg=section("similarity"),
+        statistics=INTERVAL_SECTION,
         layers=LAYERS,
         figures=section("figures"),
     log:

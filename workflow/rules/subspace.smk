@@ -85,6 +85,7 @@ rule table_wang2018_similarity:
         baseline=[SUBSPACE_FILES[layer, a, b] for layer in LAYERS for a, b in SUBSPACE_BASELINE],
     params:
         code=code("table_wang2018_similarity"),
+        statistics=INTERVAL_SECTION,
         layers=LAYERS,
     log:
         f"{OUT}/logs/table_wang2018_similarity.log",
@@ -108,6 +109,7 @@ rule figure_wang2018_fig1:
         baseline=[SUBSPACE_FILES[layer, a, b] for layer in LAYERS for a, b in SUBSPACE_BASELINE],
     params:
         code=code("figure_wang2018_fig1"),
+        statistics=INTERVAL_SECTION,
         layers=LAYERS,
         figures=section("figures"),
     log:

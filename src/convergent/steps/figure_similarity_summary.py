@@ -1,10 +1,12 @@
 """Rule `figure_similarity_summary`: every measure along the network, same layer vs same layer.
 
-One panel per measure; x: layer; three series, each mean ± std over pairs:
+One panel per measure; x: layer; three series, each the mean over pairs:
 trained seed vs trained seed (the answer), trained seed vs an untrained network of the same
 architecture (what architecture and input statistics alone give), and the permutation null
-(trained pairs with B's rows shuffled: chance for that measure, sample size and width).
-Also writes the numbers as a table.
+(trained pairs with B's rows shuffled: chance for that measure, sample size and width). The two
+network series carry their multi-bootstrap interval as a band (convergent.intervals: seeds and
+probe inputs resampled where the layer has stored replicates of the measure, seeds only
+otherwise); the null its std over pairs. Also writes the numbers as a table.
 """
 
 import matplotlib.pyplot as plt
@@ -12,7 +14,9 @@ import numpy as np
 import pandas as pd
 
 from convergent import similarity as sim
+from convergent.intervals import Settings, interval_fields, load_replicates, mean_interval
 from convergent.plotting import save_figure
+from convergent.replicates import LayerReplicates
 from convergent.tables import write_table
 
 SERIES = [  # (label, kind, null, colour)
@@ -22,32 +26,60 @@ SERIES = [  # (label, kind, null, colour)
 ]
 
 
-def summarize(frame: pd.DataFrame, layers: list[str], measures: list[str]) -> pd.DataFrame:
+#: series with an interval over networks (the null's spread is over permutations, not a sample of seeds)
+WITH_INTERVAL = ("trained vs trained", "trained vs untrained")
+
+
+def summarize(frame: pd.DataFrame, layers: list[str], measures: list[str], settings: Settings | None = None,
+              replicates: dict[str, LayerReplicates] | None = None) -> pd.DataFrame:
     """Per layer and measure: mean and std over pairs of each series (permutations averaged
-    within a pair first, so every pair weighs the same)."""
+    within a pair first, so every pair weighs the same); with ``settings``, the network series'
+    ``*_lo``, ``*_hi``, ``*_note`` (what was resampled) and the table's ``level``, ``interval``."""
     same = frame[frame["scope"] == "same_layer"]
     per_pair = same.groupby(["kind", "null", "net_a", "net_b", "layer_a", "measure"], as_index=False)["value"].mean()
+    series = dict(list(per_pair.groupby(["kind", "null", "layer_a", "measure"])))
+    empty = per_pair.iloc[:0]
     rows = []
     for layer in layers:
         for measure in measures:
             row = {"layer": layer, "measure": measure}
             for label, kind, null, _ in SERIES:
                 key = label.replace(" ", "_")
-                v = per_pair[(per_pair["kind"] == kind) & (per_pair["null"] == null)
-                             & (per_pair["layer_a"] == layer) & (per_pair["measure"] == measure)]["value"]
+                sel = series.get((kind, null, layer, measure), empty)
+                v = sel["value"]
                 row[f"{key}_mean"] = float(v.mean()) if len(v) else np.nan
                 row[f"{key}_std"] = float(v.std(ddof=0)) if len(v) else np.nan
                 row[f"{key}_pairs"] = int(len(v))
+                if settings is not None and label in WITH_INTERVAL:
+                    row.update(_interval(sel, kind, measure, settings, (replicates or {}).get(layer), key))
+            if settings is not None:
+                row.update({"level": settings.level, "interval": settings.label})
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _interval(sel, kind, measure, settings, rep, key) -> dict:
+    """Interval columns of one series (``sel``: its per-pair values): the mean over its pairs,
+    bootstrapped over seeds (the untrained networks as their own group) and, with stored
+    replicates, over probe inputs."""
+    values = {(a, b): v for a, b, v in zip(sel["net_a"], sel["net_b"], sel["value"])}
+    if not values or not np.isfinite(list(values.values())).all():
+        return {f"{key}_lo": np.nan, f"{key}_hi": np.nan, f"{key}_note": "no interval: no finite values"}
+    untrained = sorted(set(sel["net_b"])) if kind == "untrained" else []
+    ci = mean_interval(values, settings, rep, measure, untrained)
+    fixed = (rep.block_note or "no replicates of this measure") if rep is not None else "per-pair values"
+    return interval_fields(ci, fixed, prefix=f"{key}_")
 
 
 def main(inputs, outputs, params, log):
     frame = pd.concat([pd.read_csv(p) for p in inputs.pairs], ignore_index=True)
     layers, measures = list(params.layers), list(params.cfg["measures"])
-    table = summarize(frame, layers, measures)
+    settings = Settings.from_config(params.statistics)
+    replicates = load_replicates(params.layers, getattr(inputs, "replicates", []))
+    table = summarize(frame, layers, measures, settings, replicates)
     write_table(table, str(outputs.csv)[: -len(".csv")],
-                caption="Same-layer similarity, mean and std over network pairs")
+                caption=f"Same-layer similarity, mean and std over network pairs, with {settings.level:.0%} "
+                        "multi-bootstrap intervals of the means (lo, hi; the note says what was resampled)")
 
     cols = min(5, len(measures))
     rows = int(np.ceil(len(measures) / cols))
@@ -62,8 +94,13 @@ def main(inputs, outputs, params, log):
             if np.isnan(mean).all():
                 continue
             n = int(sub[f"{key}_pairs"].max())
-            ax.errorbar(x, mean, yerr=std, marker="o", ms=3, lw=1.2, capsize=2, color=colour,
-                        label=f"{label} ({n})")
+            if label in WITH_INTERVAL:
+                ax.plot(x, mean, marker="o", ms=3, lw=1.2, color=colour, label=f"{label} ({n})")
+                ax.fill_between(x, sub[f"{key}_lo"].to_numpy(dtype=float), sub[f"{key}_hi"].to_numpy(dtype=float),
+                                color=colour, alpha=0.25, lw=0)
+            else:
+                ax.errorbar(x, mean, yerr=std, marker="o", ms=3, lw=1.2, capsize=2, color=colour,
+                            label=f"{label} ({n})")
         info = sim.MEASURES[measure]
         ax.set_title(info.label, fontsize=9)
         ax.set_xticks(x, layers, rotation=45 if len(layers) > 6 else 0, fontsize=7)
@@ -74,7 +111,8 @@ def main(inputs, outputs, params, log):
     for ax in list(axes.flat)[len(measures):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=6, loc="best")
-    fig.suptitle("Same layer across networks: mean ± std over pairs (n pairs in legend)", fontsize=10)
+    fig.suptitle(f"Same layer across networks: mean over pairs (n in legend); bands: {settings.level:.0%} "
+                 "multi-bootstrap intervals; null: ± std", fontsize=10)
     save_figure(fig, [p for p in outputs if not str(p).endswith((".csv", ".md", ".tex"))],
                 dpi=params.figures["dpi"])
     trained = table[["layer", "measure", "trained_vs_trained_mean", "permutation_null_mean"]]

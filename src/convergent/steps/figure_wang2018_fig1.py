@@ -1,12 +1,13 @@
 """Rule `figure_wang2018_fig1`: Wang et al. 2018 Fig. 1, the maximum matching similarity s(ε) of
-every layer along the network, one line per ε, mean over all seed pairs with the spread over
-pairs as error bars; the trained-vs-untrained baseline (the paper's supplement) as dashed lines
-on the same axes. Layers with fewer than `subspace.min_rows_per_unit` rows per unit are shaded
+every layer along the network, one line per ε, mean over all seed pairs with its multi-bootstrap
+interval over seeds as a band (pairs rebuilt from resampled seeds; `statistics` section); the
+trained-vs-untrained baseline (the paper's supplement) as dashed lines on the same axes. Layers with fewer than `subspace.min_rows_per_unit` rows per unit are shaded
 and marked † (their s(ε) is inflated by the sample)."""
 
 import matplotlib.pyplot as plt
 import numpy as np
 
+from convergent.intervals import Settings, subspace_intervals
 from convergent.plotting import save_figure
 from convergent.subspace_results import read_pair_result, similarity_frame, summarize_similarity
 
@@ -15,14 +16,16 @@ def main(inputs, outputs, params, log):
     layers = list(params.layers)
     results = [read_pair_result(p) for p in [*inputs.pairs, *inputs.baseline]]
     frame = similarity_frame(results)
-    table = summarize_similarity(frame, layers)
+    settings = Settings.from_config(params.statistics)
+    table = subspace_intervals(frame, summarize_similarity(frame, layers), settings)
     fig, ax = plt.subplots(figsize=(max(4.5, 0.6 * len(layers) + 2), 3.6))
     x = np.arange(len(layers))
     colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, table["eps"].nunique()))
     for color, (eps, g) in zip(colors, table.groupby("eps")):
         g = g.set_index("layer").reindex(layers)
-        ax.errorbar(x, g["s_mean"], yerr=g["s_std_pairs"], color=color, marker="o", ms=4,
-                    capsize=3, label=f"ε = {eps:g}")
+        ax.plot(x, g["s_mean"], color=color, marker="o", ms=4, label=f"ε = {eps:g}")
+        ax.fill_between(x, g["lo"].to_numpy(dtype=float), g["hi"].to_numpy(dtype=float), color=color,
+                        alpha=0.2, lw=0)
         if "baseline_mean" in g and g["baseline_mean"].notna().any():
             ax.errorbar(x + 0.08, g["baseline_mean"], yerr=g["baseline_std_pairs"].fillna(0),
                         color=color, marker="x", ms=4, ls="--", capsize=2, alpha=0.8)
@@ -47,7 +50,8 @@ def main(inputs, outputs, params, log):
     ax.set_ylabel("maximum matching similarity s(ε)")
     ax.set_ylim(-0.03, 1.03)
     n_pairs = int(table["pairs"].max())
-    ax.set_title(f"Wang et al. Fig. 1: mean ± std over {n_pairs} seed pairs", fontsize=9)
+    ax.set_title(f"Wang et al. Fig. 1: mean over {n_pairs} seed pairs, band: {settings.level:.0%} interval "
+                 "over seeds", fontsize=9)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     ax.grid(alpha=0.3)
     save_figure(fig, outputs, dpi=params.figures["dpi"])

@@ -1,18 +1,24 @@
 """Rule `table_wang2018_similarity`: s(ε) per layer and ε (Wang et al. 2018 Fig. 1 as numbers):
 mean and spread over seed pairs, mean spread over the conv repeats, the trained-vs-untrained
-baseline, and the rows per unit with the undersampled flag."""
+baseline, and the rows per unit with the undersampled flag; each mean over pairs with its
+multi-bootstrap interval over seeds (`lo`, `hi`; `baseline_lo`, `baseline_hi`), pairs rebuilt from
+the resampled seeds. The probe inputs are not resampled here: s(ε) is computed on row samples,
+whose spread is the `s_std_repeats` column."""
 
+from convergent.intervals import Settings, subspace_intervals
 from convergent.subspace_results import read_pair_result, similarity_frame, summarize_similarity
 from convergent.tables import write_table
 
 
 def main(inputs, outputs, params, log):
     frame = similarity_frame(read_pair_result(p) for p in [*inputs.pairs, *inputs.baseline])
-    table = summarize_similarity(frame, list(params.layers))
+    settings = Settings.from_config(params.statistics)
+    table = subspace_intervals(frame, summarize_similarity(frame, list(params.layers)), settings)
     stem = str(outputs.csv)[: -len(".csv")]
     write_table(table, stem, caption="Maximum matching similarity s(ε) per layer (Wang et al. 2018); "
                 "undersampled: fewer rows d than subspace.min_rows_per_unit per unit "
-                "(rows_per_unit = d / (n_x + n_y)), so s(ε) is inflated by the sample")
+                "(rows_per_unit = d / (n_x + n_y)), so s(ε) is inflated by the sample; lo, hi: "
+                f"{settings.level:.0%} multi-bootstrap interval of the mean over seed pairs (note: what was resampled)")
     flagged = table.loc[table["undersampled"].astype(bool), "layer"].unique()
     if len(flagged):
         print(f"WARNING: undersampled layers (s(eps) inflated by the sample): {', '.join(flagged)}")

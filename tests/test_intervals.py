@@ -1,0 +1,213 @@
+"""convergent.replicates and convergent.intervals: stored replicates equal the measures recomputed on
+the resampled raw rows, permutation statistics equal the project's measures under every permutation,
+intervals built from stored replicates equal the ones built from the data, and the tests table
+against its definitions (differences of pair means, Holm, permutation p-values)."""
+
+import doctest
+import itertools
+
+import numpy as np
+import pandas as pd
+import pytest
+from threadpoolctl import threadpool_limits
+
+from conftest import write_conv_activations
+from convergent import blocks as bl
+from convergent import intervals as iv
+from convergent import replicates as rp
+from convergent import similarity as sim
+from convergent import statistics as st
+
+IMAGES, PER_IMAGE, UNITS = 40, 3, 5
+SETTINGS = iv.Settings(replicates=200, seed=3, level=0.95, method="percentile", correct=True)
+CFG = {"seed": 3, "replicates": 200, "blocks": 10, "max_block_bytes": 10**9, "permutations": 49,
+       "permutation_inputs": 30, "interval": "percentile"}
+TRAINED = ["seed0", "seed1", "seed2"]
+PAIRS = list(itertools.combinations(TRAINED, 2))
+BASELINE = [(s, "untrained9") for s in TRAINED]
+
+
+@pytest.fixture(autouse=True)
+def one_blas_thread():
+    with threadpool_limits(1, user_api="blas"):
+        yield
+
+
+@pytest.fixture(scope="module")
+def nets(tmp_path_factory):
+    """Three 'trained' networks sharing a latent code and one 'untrained' network that does not."""
+    root = tmp_path_factory.mktemp("acts")
+    rng = np.random.default_rng(0)
+    image = np.repeat(np.arange(IMAGES), PER_IMAGE)
+    positions = np.stack([image, rng.integers(0, 4, len(image)), rng.integers(0, 4, len(image))], 1)
+    latent = rng.normal(size=(IMAGES, 3))[image] + 0.5 * rng.normal(size=(len(image), 3))
+    paths = {}
+    for i, name in enumerate([*TRAINED, "untrained9"]):
+        source = latent if name.startswith("seed") else rng.normal(size=latent.shape)
+        x = np.maximum(source @ rng.normal(size=(3, UNITS)) + 0.4 * rng.normal(size=(len(image), UNITS)), 0)
+        paths[name] = root / f"{name}.h5"
+        write_conv_activations(paths[name], i, x, positions, np.arange(IMAGES), 4, (3, 1, 0))
+    return paths
+
+
+@pytest.fixture(scope="module")
+def layer(nets):
+    with threadpool_limits(1, user_api="blas"):
+        return rp.layer_replicates(nets, PAIRS, "conv1", CFG, baseline_pairs=BASELINE,
+                                   permutation_pair=PAIRS[0], log=None)
+
+
+def test_docstring_examples():
+    assert doctest.testmod(iv).failed == 0
+
+
+def read(path):
+    from convergent.activations import read_positions, read_samples
+
+    return read_samples(path, "conv1"), read_positions(path, "conv1")[:, 0]
+
+
+def test_stored_replicates_equal_the_measures_on_resampled_rows(nets, layer):
+    """Reference: the project's measures on the rows each draw repeats, recomputed from the files."""
+    x, image = read(nets["seed0"])
+    y, _ = read(nets["seed2"])
+    untrained, _ = read(nets["untrained9"])
+    row_block = layer.input_block[image]
+    for r in (0, 7, 199):
+        rows = bl.resampled_rows(row_block, layer.draws[r])
+        expected = {"linear_cka": sim.linear_cka(x[rows], y[rows]),
+                    "matching": sim.matching_correlation(x[rows], y[rows])}
+        for measure, value in expected.items():
+            stored = layer.values[layer.measures.index(measure), layer.pairs.index("seed0-seed2"), r]
+            assert stored == pytest.approx(value, abs=1e-10)
+        baseline = layer.values[layer.measures.index("linear_cka"), layer.pairs.index("seed0-untrained9"), r]
+        assert baseline == pytest.approx(sim.linear_cka(x[rows], untrained[rows]), abs=1e-10)
+    assert layer.estimate[layer.measures.index("matching"), 1] == pytest.approx(
+        sim.matching_correlation(x, y), abs=1e-12)
+    # baseline pairs keep only the measures the tests need
+    assert not layer.has("semi", "seed0", "untrained9") and layer.has("semi", "seed0", "seed1")
+
+
+def test_draws_are_the_ones_the_bootstrap_makes(layer):
+    expected = st.draw({"any": ("a", "b", "c")}, layer.n_blocks, CFG["replicates"], CFG["seed"]).block_counts
+    np.testing.assert_array_equal(layer.draws, expected)
+    assert layer.n_blocks == 10 and np.bincount(layer.input_block).tolist() == [4] * 10
+
+
+def test_save_and_load_round_trip(layer, tmp_path):
+    layer.save(tmp_path / "conv1.h5")
+    back = rp.LayerReplicates.load(tmp_path / "conv1.h5")
+    assert back.pairs == layer.pairs and back.measures == layer.measures
+    np.testing.assert_array_equal(back.values, layer.values)
+    np.testing.assert_array_equal(back.draws, layer.draws)
+    assert back.permutation["matching"]["p_value"] == layer.permutation["matching"]["p_value"]
+    np.testing.assert_array_equal(back.permutation["linear_cka"]["null"], layer.permutation["linear_cka"]["null"])
+
+
+@pytest.mark.parametrize("measure, reference", [("matching", sim.matching_correlation), ("linear_cka", sim.linear_cka)])
+def test_permutation_statistic_is_the_measure_under_any_permutation(measure, reference):
+    rng = np.random.default_rng(1)
+    x = np.maximum(rng.normal(size=(50, 4)), 0)
+    y = np.maximum(x @ rng.normal(size=(4, 6)) + rng.normal(size=(50, 6)), 0)
+    y[:, 2] = 1.5  # a dead unit
+    xp, yp, fn = rp.permutation_statistic(measure, x, y)
+    for _ in range(3):
+        perm = rng.permutation(50)
+        assert fn(xp, yp[perm]) == pytest.approx(reference(x, y[perm]), abs=1e-12)
+
+
+def test_permutation_tests_shuffle_whole_inputs(layer):
+    for measure in ("matching", "linear_cka"):
+        test = layer.permutation[measure]
+        assert test["permutations"] == CFG["permutations"] and len(test["null"]) == CFG["permutations"]
+        k = np.count_nonzero(test["null"] >= test["observed"] - 1e-12)
+        assert test["p_value"] == pytest.approx((1 + k) / (1 + CFG["permutations"]))
+    assert layer.permutation_inputs == CFG["permutation_inputs"]
+    # shared latent code: far above the shuffled pairing
+    assert layer.permutation["linear_cka"]["p_value"] == pytest.approx(1 / 50)
+
+
+def test_interval_from_stored_replicates_equals_the_one_from_the_data(nets, layer):
+    """The table path (stored replicates) against pairwise() on functions of the raw rows."""
+    values = {p: layer.value("linear_cka", *p) for p in PAIRS}
+    from_store = iv.mean_interval(values, SETTINGS, layer, "linear_cka")
+    data = {n: read(nets[n]) for n in TRAINED}
+    row_block = layer.input_block[data["seed0"][1]]
+
+    def on_rows(a, b):
+        x, y = data[a][0], data[b][0]
+        return lambda w: np.array([sim.linear_cka(x[r], y[r]) for r in
+                                   (bl.resampled_rows(row_block, wi) for wi in np.atleast_2d(w))])
+
+    direct = st.bootstrap(st.pairwise([on_rows(*p) for p in PAIRS], PAIRS, n_blocks=layer.n_blocks),
+                          replicates=SETTINGS.replicates, seed=SETTINGS.seed)
+    assert from_store.over == "seeds and inputs" and from_store.blocks == 10
+    assert (from_store.lo, from_store.hi) == pytest.approx((direct.lo, direct.hi), abs=1e-10)
+    assert iv.describe(from_store).startswith("over seeds and inputs (3 seeds, 10 input blocks)")
+
+
+def test_one_seed_pair_is_over_inputs_only(layer):
+    ci = iv.mean_interval({PAIRS[0]: layer.value("matching", *PAIRS[0])}, SETTINGS, layer, "matching")
+    assert ci.over == "inputs" and ci.lo <= ci.estimate <= ci.hi
+    assert "one seed pair" in iv.describe(ci)
+
+
+def test_tests_table_against_its_definitions(layer):
+    reps = {"conv1": layer, "conv2": layer}
+    table = iv.tests_table(reps, PAIRS, BASELINE, ["untrained9"], SETTINGS, [("conv1", "conv2")])
+    assert set(table["test"]) == {"trained vs untrained", "permutation null", "layer difference"}
+    gap = table[(table["test"] == "trained vs untrained") & (table["measure"] == "matching")].iloc[0]
+    trained = np.mean([layer.value("matching", *p) for p in PAIRS])
+    untrained = np.mean([layer.value("matching", *p) for p in BASELINE])
+    assert gap["estimate"] == pytest.approx(trained - untrained)
+    # the same difference put together by hand: trained and untrained networks resampled as groups
+    groups = {"trained": tuple(TRAINED), "untrained": ("untrained9",)}
+
+    def mean_of(pairs):
+        return st.pairwise([layer.pair_statistic("matching", *p) for p in pairs], pairs, groups=groups,
+                           n_blocks=layer.n_blocks)
+
+    ci = st.bootstrap(mean_of(PAIRS) - mean_of(BASELINE), replicates=SETTINGS.replicates, seed=SETTINGS.seed)
+    assert (gap["lo"], gap["hi"]) == pytest.approx((ci.lo, ci.hi))
+    assert gap["p_value"] == pytest.approx(st.bootstrap_p_value(ci, 0.0, "greater"))
+    assert gap["lo"] <= gap["estimate"] <= gap["hi"]
+    perm = table[(table["test"] == "permutation null") & (table["measure"] == "linear_cka")]
+    assert perm["p_value"].tolist() == [layer.permutation["linear_cka"]["p_value"]] * 2
+    # Holm over the two layers of one test and measure
+    for _, group in table.groupby(["test", "measure"]):
+        np.testing.assert_allclose(group["p_adjusted"], st.holm(group["p_value"].to_numpy()))
+    same = table[table["test"] == "layer difference"]
+    assert (same["estimate"] == 0).all() and (same["p_value"] == 1).all() and not same["reject"].any()
+    assert table["p_value"].between(0, 1).all() and table["correction"].str.startswith("Holm").all()
+
+
+def test_seeds_needed_matches_the_precision_model(layer):
+    table = iv.seeds_needed_table({"conv1": layer}, PAIRS, SETTINGS, 0.05, measures=["matching"])
+    row = table.iloc[0]
+    values = [layer.value("matching", *p) for p in PAIRS]
+    plan = st.seeds_for_width(values, 0.05, pairs=PAIRS, input_sd=row["input_sd"])
+    assert row["seeds"] == 3 and row["seed_sd"] == pytest.approx(plan.seed_sd)
+    assert row["lo"] <= row["estimate"] <= row["hi"] and row["input_sd"] > 0
+    assert (pd.isna(row["seeds_needed"]) and plan.seeds is None) or row["seeds_needed"] == plan.seeds
+
+
+def test_frame_intervals_over_seeds_per_group():
+    rng = np.random.default_rng(2)
+    pairs = list(itertools.combinations(range(4), 2))
+    frame = pd.DataFrame([{"layer": layer, "a": a, "b": b, "s": rng.uniform()} for layer in ("l1", "l2")
+                          for a, b in pairs])
+    out = iv.frame_intervals(frame, ["layer"], "s", SETTINGS)
+    for layer, row in out.set_index("layer").iterrows():
+        sub = frame[frame["layer"] == layer]
+        ci = st.bootstrap(st.pairwise(sub["s"].tolist(), list(zip(sub["a"], sub["b"]))),
+                          replicates=SETTINGS.replicates, seed=SETTINGS.seed)
+        assert (row["lo"], row["hi"]) == pytest.approx((ci.lo, ci.hi))
+        assert row["note"].startswith("over seeds (4 seeds)")
+
+
+def test_too_large_layers_keep_no_input_replicates(nets):
+    cfg = {**CFG, "max_block_bytes": 100, "permutations": 0}
+    layer = rp.layer_replicates(nets, PAIRS, "conv1", cfg, log=None)
+    assert layer.n_blocks == 0 and "max_block_bytes" in layer.block_note and not layer.permutation
+    ci = iv.mean_interval({p: layer.value("matching", *p) for p in PAIRS}, SETTINGS, layer, "matching")
+    assert ci.over == "seeds"
