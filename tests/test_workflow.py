@@ -1,5 +1,6 @@
 """The whole workflow through Snakemake on the tiny experiment: outputs, reruns, lint, presets."""
 
+import re
 import shutil
 
 import numpy as np
@@ -35,6 +36,16 @@ def test_tiny_run_outputs(tiny_run):
     for ext in ("csv", "md", "tex"):
         assert (out / "tables" / f"accuracy.{ext}").exists()
     assert not list(out.glob("**/.*.tmp*")), "temporary files left behind"
+
+
+def test_long_jobs_log_progress(tiny_run):
+    """Every job that counts its work ends its log with a progress line: what, N/N, a rate, done."""
+    logs = tiny_run / "results" / "tiny" / "logs"
+    seed = tiny_config()["seeds"][0]
+    for log in [logs / "train" / f"seed{seed}.log", logs / "extract" / f"seed{seed}.log",
+                logs / "correlate" / f"{LAYERS[0]}.log"]:
+        text = log.read_text()
+        assert re.search(r": (\d+)/\1, [0-9.e+naninf]+/s, \d+ s, done$", text, re.M), (log, text)
 
 
 def test_second_run_has_nothing_to_do(tiny_run, tmp_path):

@@ -17,13 +17,13 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from convergent.architectures import describe_source
 from convergent.checkpoints import CHECKPOINT_FORMAT, read_state_dict
 from convergent.data import ImageSplits
 from convergent.models import load_checkpoint, load_model  # noqa: F401 (load_checkpoint re-exported)
 from convergent.outputs import atomic_output
+from convergent.progress import progress_callback
 
 
 def select_device(preference: str = "auto") -> torch.device:
@@ -143,12 +143,14 @@ def train_model(
     seed: int,
     resume_path: str | os.PathLike,
     fingerprint: str,
-    progress: bool = True,
+    progress=None,
 ) -> tuple[nn.Module, dict]:
     """Train one network; resume from ``resume_path`` if it holds a checkpoint of the same run.
 
     ``fingerprint`` identifies the run (config and seed): a resume file with another fingerprint
     is from different settings and is ignored rather than continued.
+    ``progress``: None (silent), True (a tqdm bar) or ``callable(done, total)``, counted in
+    batches over all epochs; when on, each epoch's loss and accuracies are printed to stderr.
     Returns the trained model (on CPU) and its metrics.
     """
     device = select_device(cfg["device"])
@@ -172,9 +174,8 @@ def train_model(
             print(f"resuming seed {seed} after epoch {start_epoch} from {resume_path}", file=sys.stderr)
     use_amp = cfg["amp"] and device.type == "cuda"
     loss_fn = nn.CrossEntropyLoss()
-    epochs = tqdm(range(start_epoch, cfg["epochs"]), desc=f"train seed {seed}", unit="epoch",
-                  initial=start_epoch, total=cfg["epochs"], disable=not progress, file=sys.stderr)
-    for epoch in epochs:
+    report = progress_callback(progress, f"train seed {seed}", unit="batch")
+    for epoch in range(start_epoch, cfg["epochs"]):
         began = time.perf_counter()
         torch.manual_seed(_epoch_seed(seed, epoch))
         order = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
@@ -182,7 +183,10 @@ def train_model(
                             num_workers=cfg["num_workers"], drop_last=False)
         model.train()
         total_loss = correct = seen = 0
-        for x, y in loader:
+        per_epoch = len(loader)
+        if report is not None:
+            report(epoch * per_epoch, cfg["epochs"] * per_epoch)
+        for batch_no, (x, y) in enumerate(loader):
             if splits.name != "imagefolder":
                 x = augment_batch(x, cfg["augment"])
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -195,12 +199,17 @@ def train_model(
             total_loss += float(loss.detach()) * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
+            if report is not None:
+                report(epoch * per_epoch + batch_no + 1, cfg["epochs"] * per_epoch)
         scheduler.step()
         heldout_accuracy = evaluate(model, splits.heldout, device)
         elapsed += time.perf_counter() - began
         history.append({"epoch": epoch + 1, "loss": total_loss / seen, "train_accuracy": correct / seen,
                         "heldout_accuracy": heldout_accuracy, "seconds": elapsed})
-        epochs.set_postfix(loss=f"{total_loss / seen:.3f}", heldout=f"{heldout_accuracy:.3f}")
+        if report is not None:
+            print(f"train seed {seed}: epoch {epoch + 1}/{cfg['epochs']}, loss {total_loss / seen:.3f}, "
+                  f"train accuracy {correct / seen:.3f}, held-out accuracy {heldout_accuracy:.3f}, "
+                  f"{elapsed:.0f} s", file=sys.stderr, flush=True)
         atomic_save({"fingerprint": fingerprint, "epoch": epoch + 1, "elapsed": elapsed,
                      "history": history, "model": model.state_dict(),
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},

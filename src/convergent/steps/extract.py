@@ -8,6 +8,7 @@ from convergent.config import config_hash
 from convergent.data import load_dataset, probe_set
 from convergent.extraction import extract_activations
 from convergent.models import load_model
+from convergent.progress import RateLog
 from convergent.training import select_device
 
 
@@ -34,7 +35,7 @@ def main(inputs, outputs, params, log):
           + ", ".join(f"{n} ({p.kind} {list(p.shape)}, {p.via})" for n, p in loaded.probes.items()))
     extract_activations(loaded.module, probe, image_index, loaded.probes, outputs.activations, params.extract, attrs,
                         splits.in_channels, splits.image_size, select_device(params.extract["device"]),
-                        prepare=loaded.prepare)
+                        prepare=loaded.prepare, progress=RateLog(f"extract {loaded.name}, probe batches"))
 
 
 if __name__ == "__main__":
