@@ -7,7 +7,8 @@ rule's params and inputs) in a scratch directory on
 * the ``cifar10-vgg16`` preset (15 probed layers: 13 conv + 2 fc) with 4, 10 and 25 seeds
   (a dry run reads no data, so the preset plans offline);
 
-and prints, per configuration, the wall time of the dry run, the number of jobs, the rules with
+and prints, per configuration, the wall and CPU time of the dry run (one thread: on an idle
+machine the wall time is the CPU time), the number of jobs, the rules with
 the most jobs, and the time as a ratio to the reference measured in the same run: the dry run of
 the default with 4 seeds (so the figures stay comparable on a busy machine). Bar (issue 14): the
 25-seed DAG of the 15-layer model in ≤ 30 s.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -51,9 +53,12 @@ def dry_run(config: dict, workdir: Path, profile: Path | None = None) -> tuple[f
     command = prefix + ["-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
                         "--cores", "2", "--dry-run", "--configfile", str(configfile)]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=1200)
     seconds = time.perf_counter() - began
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if result.returncode != 0:
         raise SystemExit(f"dry run failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     text = result.stdout + result.stderr
@@ -63,7 +68,7 @@ def dry_run(config: dict, workdir: Path, profile: Path | None = None) -> tuple[f
         if not match:
             break
         jobs[match.group(1)] = int(match.group(2))
-    return seconds, jobs
+    return seconds, cpu, jobs
 
 
 def main() -> None:
@@ -79,15 +84,15 @@ def main() -> None:
             times = []
             for _ in range(args.repeats):
                 workdir = Path(tempfile.mkdtemp(dir=tmp))
-                seconds, jobs = dry_run(config, workdir)
-                times.append(seconds)
-            seconds = sorted(times)[len(times) // 2]
+                seconds, cpu, jobs = dry_run(config, workdir)
+                times.append((seconds, cpu))
+            seconds, cpu = sorted(times)[len(times) // 2]
             reference = reference or seconds
             top = sorted(((k, v) for k, v in jobs.items() if k != "total"), key=lambda kv: -kv[1])[:3]
-            rows.append((name, n, n * (n - 1) // 2, jobs.get("total", 0), seconds, seconds / reference, top))
+            rows.append((name, n, n * (n - 1) // 2, jobs.get("total", 0), seconds, cpu, top))
             print(f"{name:32} {n:3d} seeds ({n * (n - 1) // 2:3d} pairs): {jobs.get('total', 0):6d} jobs, "
-                  f"dry run {seconds:6.1f} s ({seconds / reference:4.1f}x the 4-seed default); most jobs: "
-                  + ", ".join(f"{k} {v}" for k, v in top), flush=True)
+                  f"dry run {seconds:6.1f} s wall, {cpu:6.1f} s CPU ({seconds / reference:4.1f}x the 4-seed "
+                  "default); most jobs: " + ", ".join(f"{k} {v}" for k, v in top), flush=True)
         if args.profile:
             name, n, config = configs([max(args.seeds)])[-1]
             profile = Path(tmp) / "dag.prof"
@@ -97,7 +102,10 @@ def main() -> None:
             pstats.Stats(str(profile)).sort_stats("cumulative").print_stats(40)
     worst = rows[-1]
     verdict = "meets" if worst[4] <= 30 else "MISSES"
-    print(f"bar: {worst[0]} with {worst[1]} seeds builds its DAG in {worst[4]:.1f} s: {verdict} the 30 s bar "
+    # Snakemake builds the DAG on one thread: on an otherwise idle machine the wall time is the
+    # CPU time; on a shared one the CPU time says what the wall time would be.
+    print(f"bar: {worst[0]} with {worst[1]} seeds builds its DAG in {worst[4]:.1f} s wall, {worst[5]:.1f} s CPU: "
+          f"{verdict} the 30 s bar on wall time, {'meets' if worst[5] <= 30 else 'MISSES'} it on CPU time "
           f"(load average now {os.getloadavg()[0]:.1f})")
 
 
