@@ -20,7 +20,8 @@ def rule_times(run: Path) -> pd.DataFrame:
     rows = []
     for tsv in sorted((run / "benchmarks").glob("**/*.tsv")):
         record = pd.read_csv(tsv, sep="\t").iloc[-1]
-        rows.append({"rule": tsv.relative_to(run / "benchmarks").parts[0], "job": tsv.stem,
+        parts = tsv.relative_to(run / "benchmarks").parts  # <rule>/<job>.tsv, or <rule>.tsv for one job
+        rows.append({"rule": parts[0] if len(parts) > 1 else tsv.stem, "job": tsv.stem,
                      "wall_s": float(record["s"]), "cpu_s": float(record["cpu_time"]),
                      "max_rss_mb": float(record["max_rss"]) if record["max_rss"] != "-" else float("nan")})
     if not rows:
