@@ -65,3 +65,22 @@ def test_joint_statistics_of_files(tmp_path):
     np.testing.assert_array_equal(pair.dead_a, samples[1].std(0) == 0)
     with pytest.raises(KeyError, match="seed 4"):
         stats.pair(4, 5)
+
+
+def test_extraction_and_statistics_report_progress(tmp_path):
+    from support.progress import Recorder
+
+    images = torch.randn(12, 1, 28, 28)
+    cfg = {"positions_per_image": 6, "position_seed": 0, "top_k": 2, "batch_size": 5, "dtype": "float32"}
+    paths, extracted = [], Recorder()
+    for seed in (3, 5):
+        torch.manual_seed(seed)
+        model = build_model("small_cnn", 1, 10, 28).eval()
+        paths.append(tmp_path / f"seed{seed}.h5")
+        progress = extracted if seed == 3 else None
+        extract_activations(model, TensorDataset(images, torch.zeros(12)), np.arange(12), ["conv2"], paths[-1],
+                            cfg, {"seed": seed}, 1, 28, torch.device("cpu"), progress=progress)
+    extracted.check(3)  # 12 images in batches of 5
+    read = Recorder()
+    joint_layer_statistics(paths, [3, 5], "conv2", chunk_rows=7, progress=read)
+    read.check(12 * 6)

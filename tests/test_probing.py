@@ -5,7 +5,6 @@ import textwrap
 
 import pytest
 import torch
-from torch import nn
 
 from convergent.architectures import LayerSpec, layer_specs
 from convergent.layer_listing import list_layers

@@ -218,3 +218,13 @@ def test_tiny_run_writes_every_similarity_figure_readable(tiny_run):
     assert set(table["measure"]) == set(measures) and set(table["kind"]) == {"trained", "untrained"}
     same = pd.read_csv(out / "tables" / "similarity_same_layer.csv")
     assert same[["trained_vs_trained_mean", "trained_vs_untrained_mean", "permutation_null_mean"]].notna().all().all()
+
+
+def test_compare_pair_reports_progress_per_layer_permutation_and_cross_layer(experiment):
+    from support.progress import Recorder
+
+    seen = Recorder()
+    frame = pairs.compare_pair(str(experiment.paths["seed0"]), str(experiment.paths["seed1"]), LAYERS, CFG,
+                               "untrained", "seed0", "seed1", log=lambda line: None, progress=seen)
+    seen.check(len(LAYERS) * (1 + CFG["permutations"]) + 1)
+    assert not frame.empty

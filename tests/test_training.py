@@ -93,3 +93,13 @@ def test_any_source_trains_and_grey_images_fill_the_first_layers_channels(splits
     training.atomic_save(payload, tmp_path / "m.pt")
     loaded, record = load_checkpoint(tmp_path / "m.pt")  # rebuilt from the payload's model section
     assert _same(_weights(loaded), _weights(model)) and record["model"]["torchvision"] == "resnet18"
+
+
+def test_progress_counts_batches_over_all_epochs_and_prints_each_epoch(splits, tmp_path, capsys):
+    from support.progress import Recorder
+
+    seen = Recorder()
+    train_model("small_cnn", splits, CFG, 0, tmp_path / "p.pt", "p", progress=seen)
+    seen.check(CFG["epochs"] * 4)  # 128 training images in batches of 32
+    epochs = [line for line in capsys.readouterr().err.splitlines() if "epoch" in line]
+    assert len(epochs) == CFG["epochs"] and epochs[-1].startswith("train seed 0: epoch 2/2, loss ")

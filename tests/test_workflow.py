@@ -1,5 +1,6 @@
 """The whole workflow through Snakemake on the tiny experiment: outputs, reruns, lint, presets."""
 
+import re
 import shutil
 
 import numpy as np
@@ -74,6 +75,16 @@ def test_tables_carry_intervals_and_tests(tiny_run):
     assert len(perm) == 2 * len(LAYERS) and perm["p_method"].str.contains("1 \\+ 99").all()
     needed = pd.read_csv(tables / "seeds_needed.csv")
     assert (needed["seeds"] == len(tiny_config()["seeds"])).all() and (needed["width"] > 0).all()
+
+
+def test_long_jobs_log_progress(tiny_run):
+    """Every job that counts its work ends its log with a progress line: what, N/N, a rate, done."""
+    logs = tiny_run / "results" / "tiny" / "logs"
+    seed = tiny_config()["seeds"][0]
+    for log in [logs / "train" / f"seed{seed}.log", logs / "extract" / f"seed{seed}.log",
+                logs / "correlate" / f"{LAYERS[0]}.log"]:
+        text = log.read_text()
+        assert re.search(r": (\d+)/\1, [0-9.e+naninf]+/s, \d+ s, done$", text, re.M), (log, text)
 
 
 def test_second_run_has_nothing_to_do(tiny_run, tmp_path):

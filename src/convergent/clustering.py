@@ -47,6 +47,7 @@ import scipy.linalg
 from sklearn.cluster import KMeans
 
 from convergent.outputs import atomic_output
+from convergent.progress import progress_callback
 
 
 @dataclass(frozen=True)
@@ -209,30 +210,43 @@ def labels_from_nodes(nodes: list[ClusterNode], n: int) -> np.ndarray:
 
 def hierarchical_spectral_clustering(W: np.ndarray, k: int | str, alpha: float, n_units: int,
                                      split_k: int | str = 2, seed: int = 0, n_init: int = 10,
-                                     k_max: int | None = None) -> tuple[ClusterNode, SpectralResult]:
+                                     k_max: int | None = None, progress=None) -> tuple[ClusterNode, SpectralResult]:
     """Hierarchical spectral clustering of §4.3.
 
     First-level spectral clustering with ``k`` clusters (or "auto"); then every cluster with
     more than ``2·alpha·n_units`` vertices is re-clustered (spectral clustering of its own
     sub-graph, ``split_k`` parts) until all leaves are small enough or cannot be split.
     ``n_units`` is S_l, the units per network. Returns the root (its children are the
-    first-level clusters) and the first-level :class:`SpectralResult`.
+    first-level clusters) and the first-level :class:`SpectralResult`. ``progress``: None, True
+    (a tqdm bar) or ``callable(done, total)``, counted in vertices settled in a leaf.
     """
     W = np.asarray(W, dtype=np.float64)
+    report = progress_callback(progress, "spectral clustering", unit="vertex")
+    settled = 0
+
+    def leaf(node: ClusterNode) -> ClusterNode:
+        nonlocal settled
+        settled += len(node.units)
+        if report is not None:
+            report(settled, W.shape[0])
+        return node
+
+    if report is not None:
+        report(0, W.shape[0])
     top = spectral_clustering(W, k=k, seed=seed, n_init=n_init, k_max=k_max)
     max_size = 2 * alpha * n_units
 
     def split(units: np.ndarray) -> ClusterNode:
         node = ClusterNode(units)
         if len(units) <= max_size or len(units) < 2:
-            return node
+            return leaf(node)
         sub_k = split_k if split_k == "auto" else min(int(split_k), len(units))
         sub = spectral_clustering(W[np.ix_(units, units)], k=sub_k, seed=seed, n_init=n_init,
                                   k_max=None if split_k != "auto" else max(2, len(units) // 2))
         parts = [units[sub.labels == c] for c in range(sub.k)]
         parts = [p for p in parts if len(p)]
         if len(parts) < 2:  # k-means found no split (identical embeddings): keep as a leaf
-            return node
+            return leaf(node)
         node.children = [split(p) for p in parts]
         return node
 
@@ -332,14 +346,15 @@ class PairClustering:
 
 def cluster_pair(corr_aa, corr_bb, corr_ab, tau: float = 0.0, k: int | str = "auto", alpha: float = 0.025,
                  split_k: int | str = 2, seed: int = 0, n_init: int = 10, k_max: int | None = None,
-                 dead_a=None, dead_b=None) -> PairClustering:
+                 dead_a=None, dead_b=None, progress=None) -> PairClustering:
     """Graphs (§6.5), flat and hierarchical spectral clustering (§4.1, §4.3) and per-cluster
     similarity (§6.6) of one layer of nets A and B, from their correlation blocks.
 
     Dead units (given, or found as all-NaN rows) are excluded. ``k_max`` bounds the eigengap
     search of ``k="auto"``; by default half the units per net, S/2: the paper's k were ≈0.4·S,
     and at the top of an unnormalised Laplacian's spectrum the gaps follow single high-degree
-    vertices, not clusters.
+    vertices, not clusters. ``progress``: None, True (a tqdm bar) or ``callable(done, total)``,
+    counted in live vertices settled in a leaf of the hierarchy.
     """
     corr_aa, corr_bb, corr_ab = (np.asarray(c, dtype=np.float64) for c in (corr_aa, corr_bb, corr_ab))
     n_a, n_b = corr_aa.shape[0], corr_bb.shape[0]
@@ -354,7 +369,7 @@ def cluster_pair(corr_aa, corr_bb, corr_ab, tau: float = 0.0, k: int | str = "au
         k = min(int(k), len(live))
     k_max = min(max(2, S // 2) if k_max is None else int(k_max), len(live) - 1)
     root, top = hierarchical_spectral_clustering(W, k=k, alpha=alpha, n_units=S, split_k=split_k, seed=seed,
-                                                 n_init=n_init, k_max=k_max)
+                                                 n_init=n_init, k_max=k_max, progress=progress)
 
     def relabel(node: ClusterNode) -> ClusterNode:  # sub-graph indices → vertex indices
         return ClusterNode(live[node.units], [relabel(c) for c in node.children])

@@ -129,7 +129,6 @@ def dataset_batches(dataset, batch_size: int, limit: int | None = None, labels: 
     """A callable returning a fresh iterator over ``dataset`` in batches: ``(inputs, labels)``, or
     inputs only with ``labels=False``. ``limit``: the first ``limit`` items (or, with ``seed``, a
     seeded random subset of them, the same at every call)."""
-    import torch
     from torch.utils.data import DataLoader, Subset
 
     n = len(dataset)

@@ -25,6 +25,7 @@ import numpy as np
 from convergent.activations import check_paired, iter_sample_chunks, layer_attrs
 from convergent.integrity import check_finite, open_hdf5
 from convergent.outputs import atomic_output
+from convergent.progress import progress_callback
 
 
 def _dead(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -189,12 +190,17 @@ def joint_layer_statistics(paths: list[str | os.PathLike], seeds: list[int], lay
     ``blocks``: a :class:`convergent.blocks.BlockMoments` over the same joint matrix, fed every
     chunk with ``row_block`` (the block of each row, :func:`convergent.blocks.row_blocks`), so
     per-block statistics for bootstrap replicates come from the same read. The returned
-    statistics do not depend on it.
+    statistics do not depend on it. ``progress``: None (silent), True (a tqdm bar) or
+    ``callable(done, total)``, counted in rows.
     """
     check_paired(paths, layer)
     if blocks is not None and row_block is None:
         raise ValueError("block statistics need row_block, the block of each row")
-    units = int(layer_attrs(paths[0], layer)["shape"][0])
+    attrs = layer_attrs(paths[0], layer)
+    units, n_rows = int(attrs["shape"][0]), int(attrs["n_samples"])
+    report = progress_callback(progress, f"correlate {layer}", unit="row")
+    if report is not None:
+        report(0, n_rows)
     moments = StreamingMoments(units * len(paths), device)
     streams = [iter_sample_chunks(p, layer, chunk_rows) for p in paths]
     start = 0
@@ -204,8 +210,8 @@ def joint_layer_statistics(paths: list[str | os.PathLike], seeds: list[int], lay
         if blocks is not None:
             blocks.update(joint, row_block[start:start + len(joint)])
         start += len(joint)
-        if progress is not None:
-            progress.update(len(chunks[0]))
+        if report is not None:
+            report(start, n_rows)
     mean, cov = moments.mean, moments.cov
     corr, std, dead = cov_to_corr(cov, mean)
     shape = (len(paths), units)

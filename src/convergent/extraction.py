@@ -8,7 +8,6 @@ and written as paired rows. The file contract is documented in :mod:`convergent.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import h5py
@@ -16,13 +15,13 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from convergent import __version__
 from convergent.activations import INPUT_MEAN, TOP_DTYPE, sample_positions
 from convergent.architectures import LayerSpec
 from convergent.integrity import NonFiniteError
 from convergent.outputs import atomic_output
+from convergent.progress import progress_callback
 from convergent.provenance import environment_json
 from convergent.probing import Probe, ProbeRunner, probe_batch, resolve_probes
 from convergent.receptive_fields import receptive_fields
@@ -81,14 +80,15 @@ def extract_activations(
     in_channels: int,
     image_size: int,
     device: torch.device,
-    progress: bool = True,
+    progress=None,
     prepare=None,
 ) -> None:
     """Run the probe set through ``model`` and write the activation file (atomically).
 
     ``layers``: resolved probes (``LoadedModel.probes``), or layer names, resolved here against the
     model (the zoo's probe points, or module / FX node names). ``prepare`` adapts a batch to the
-    model (``LoadedModel.prepare``).
+    model (``LoadedModel.prepare``). ``progress``: None (silent), True (a tqdm bar) or
+    ``callable(done, total)``, counted in batches.
     """
     model = model.cpu().eval()
     if isinstance(layers, dict):
@@ -107,8 +107,10 @@ def extract_activations(
                          "environment": environment_json(device)})
         h5.create_dataset("probe/image_index", data=np.asarray(image_index, dtype=np.int64))
         state: dict[str, dict] = {}
-        for batch_no, (x, _y) in enumerate(tqdm(loader, desc=f"extract {out_path.stem}", unit="batch",
-                                               disable=not progress, file=sys.stderr)):
+        report = progress_callback(progress, f"extract {out_path.stem}", unit="batch")
+        if report is not None:
+            report(0, len(loader))
+        for batch_no, (x, _y) in enumerate(loader):
             captured = runner(x.to(device))
             first = batch_no * cfg["batch_size"]
             _refuse_non_finite(captured, out_path, root_attrs, first, len(x), n_images, dtype)
@@ -128,6 +130,8 @@ def extract_activations(
                     st["input_mean"][first:first + len(x)] = act.float().mean(dim=(2, 3)).cpu().numpy()
                 else:
                     st["samples"][first:first + len(x)] = act.float().cpu().numpy().astype(dtype)
+            if report is not None:
+                report(batch_no + 1, len(loader))
         for layer, st in state.items():
             h, w = st["hw"]
             group = h5[f"layers/{layer}"]

@@ -38,7 +38,7 @@ def list_layers(module: nn.Module, batch: torch.Tensor, prepare=None) -> tuple[s
     try:
         with ProbeRunner(module, draft, prepare, raw=True, detect=True) as runner, torch.no_grad():
             raw = runner(batch)
-            calls, order, mutated = dict(runner.calls), list(runner.order), set(runner.mutated)
+            calls, order = dict(runner.calls), list(runner.order)
     finally:
         module.train(was_training)
     names = order if points is not None or traced is None else list(draft)

@@ -31,6 +31,7 @@ import numpy as np
 from scipy.special import xlogy
 
 from convergent.device import resolve_device
+from convergent.progress import progress_callback
 from convergent.sampling import sample_rows, seeded_rng
 
 __all__ = [
@@ -123,6 +124,7 @@ def bin_codes(
     zero_threshold: float | None = ZERO_THRESHOLD,
     block_units: int = 128,
     device: str = "auto",
+    progress=None,
 ) -> np.ndarray:
     """Bin index of every sample of every unit: ``x`` ``[n_samples, n_units]`` → uint8 codes.
 
@@ -131,6 +133,7 @@ def bin_codes(
     :func:`percentile_edges`, so each holds ``1/n_bins`` of the unit's non-zero mass (up to ties).
     ``zero_threshold=None`` (signed layers): no special bin, codes ``1..n_bins`` split all values.
     ``block_units`` units are sorted at once, on the GPU when ``device`` resolves to CUDA.
+    ``progress``: None, True (a tqdm bar) or ``callable(done, total)``, counted in unit blocks.
     """
     zero_threshold = _threshold(zero_threshold)
     x = np.asarray(x)
@@ -140,12 +143,16 @@ def bin_codes(
         raise ValueError("n_bins must be in 1..254 so that codes fit in uint8")
     device = resolve_device(device)
     codes = np.zeros(x.shape, dtype=np.uint8)
-    for u0 in range(0, x.shape[1], block_units):
+    report = progress_callback(progress, "binning units", unit="block")
+    n_blocks = -(-x.shape[1] // block_units)
+    for done, u0 in enumerate(range(0, x.shape[1], block_units), 1):
         block = np.ascontiguousarray(np.asarray(x[:, u0 : u0 + block_units], dtype=np.float64).T)
         if device == "cpu":
             codes[:, u0 : u0 + block_units] = _bin_block_numpy(block, n_bins, zero_threshold).T
         else:
             codes[:, u0 : u0 + block_units] = _bin_block_torch(block, n_bins, zero_threshold, device).T
+        if report is not None:
+            report(done, n_blocks)
     return codes
 
 
@@ -274,6 +281,7 @@ def mutual_information_from_codes(
     block_units: int = 128,
     device: str = "auto",
     threads: int | None = None,
+    progress=None,
 ) -> np.ndarray:
     """Plug-in mutual information (nats) of every pair of columns of two paired code matrices.
 
@@ -282,7 +290,8 @@ def mutual_information_from_codes(
     columns. Units are processed ``block_units`` at a time on each side, bounding the one-hot
     matrices to ``N * block_units * n_codes`` entries and the joint counts to
     ``(block_units * n_codes)**2``. ``threads`` caps torch's CPU threads where torch is used
-    (None: torch's default).
+    (None: torch's default). ``progress``: None, True (a tqdm bar) or ``callable(done, total)``,
+    counted in blocks of unit pairs.
     """
     codes_a, codes_b = np.asarray(codes_a), np.asarray(codes_b)
     n = codes_a.shape[0]
@@ -296,6 +305,11 @@ def mutual_information_from_codes(
 
     h_a, h_b = marginal_term(codes_a), marginal_term(codes_b)
     out = np.empty((codes_a.shape[1], codes_b.shape[1]))
+    report = progress_callback(progress, "mutual information", unit="block")
+    n_blocks = -(-codes_a.shape[1] // block_units) * -(-codes_b.shape[1] // block_units)
+    done = 0
+    if report is not None:
+        report(0, n_blocks)
     for i0 in range(0, codes_a.shape[1], block_units):
         i1 = min(i0 + block_units, codes_a.shape[1])
         for j0 in range(0, codes_b.shape[1], block_units):
@@ -303,6 +317,9 @@ def mutual_information_from_codes(
             counts = engine.counts(i0, i1, j0, j1).reshape(i1 - i0, n_codes, j1 - j0, n_codes)
             joint = engine.to_numpy(engine.sum_xlogx(counts, (1, 3)))
             out[i0:i1, j0:j1] = math.log(n) + (joint - h_a[i0:i1, None] - h_b[None, j0:j1]) / n
+            done += 1
+            if report is not None:
+                report(done, n_blocks)
     # Rounding can leave -1e-16 where the true value is 0; MI is never negative.
     return np.maximum(out, 0.0)
 
@@ -318,6 +335,7 @@ def mutual_information(
     block_units: int = 128,
     device: str = "auto",
     threads: int | None = None,
+    progress=None,
 ) -> np.ndarray:
     """Mutual information (nats) between every unit of ``x`` and every unit of ``y`` (Li §3.2).
 
@@ -328,6 +346,8 @@ def mutual_information(
     only). Units that are constant over those rows (dead units) get NaN
     rows/columns, so that :mod:`convergent.matching` lists them instead of matching them.
     ``device``: ``auto`` (CUDA when present), ``cpu`` or ``cuda``; ``threads``: torch's CPU threads.
+    ``progress``: None, True (a tqdm bar) or ``callable(done, total)``, counted in unit blocks
+    (binning each net's blocks, then every pair of blocks).
     """
     x, y = np.asarray(x), np.asarray(y)
     if x.ndim != 2 or y.ndim != 2 or x.shape[0] != y.shape[0]:
@@ -336,10 +356,17 @@ def mutual_information(
     rows = sample_rows(x.shape[0], n_samples, seeded_rng(seed))
     xs = np.asarray(x if rows is None else x[rows], dtype=np.float64)
     ys = np.asarray(y if rows is None else y[rows], dtype=np.float64)
-    codes_x = bin_codes(xs, n_bins, zero_threshold, block_units=block_units, device=device)
-    codes_y = bin_codes(ys, n_bins, zero_threshold, block_units=block_units, device=device)
+    report = progress_callback(progress, "mutual information", unit="block")
+    bx, by = -(-xs.shape[1] // block_units), -(-ys.shape[1] // block_units)
+    total = bx + by + bx * by
+
+    def stage(offset):  # one count over the three stages
+        return None if report is None else (lambda done, _total: report(offset + done, total))
+
+    codes_x = bin_codes(xs, n_bins, zero_threshold, block_units=block_units, device=device, progress=stage(0))
+    codes_y = bin_codes(ys, n_bins, zero_threshold, block_units=block_units, device=device, progress=stage(bx))
     mi = mutual_information_from_codes(codes_x, codes_y, n_bins + 1, block_units=block_units, device=device,
-                                       threads=threads)
+                                       threads=threads, progress=stage(bx + by))
     mi[np.ptp(xs, axis=0) == 0, :] = np.nan
     mi[:, np.ptp(ys, axis=0) == 0] = np.nan
     return mi

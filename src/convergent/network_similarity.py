@@ -27,6 +27,7 @@ import pandas as pd
 from convergent import similarity as sim
 from convergent.activations import layer_attrs, read_input_means, read_samples
 from convergent.correlation import LayerStats
+from convergent.progress import progress_callback
 from convergent.sampling import sample_rows, seeded_rng
 
 COLUMNS = ["kind", "net_a", "net_b", "scope", "layer_a", "layer_b", "measure", "null", "permutation",
@@ -104,11 +105,25 @@ def cross_layer(measures: list[str], cfg: dict, reps_a: list, reps_b: list,
 
 def compare_pair(act_a, act_b, layers: list[str], cfg: dict, kind: str, net_a: str, net_b: str,
                  stats: dict | None = None, seeds: tuple[int, int] | None = None,
-                 log=print) -> pd.DataFrame:
+                 log=print, progress=None) -> pd.DataFrame:
     """All rows of the pair's table (:data:`COLUMNS`) for the activation files ``act_a`` and
     ``act_b``. ``cfg``: the `similarity` config section. ``stats``: layer → ``stats/{layer}.h5``
-    of the trained ``seeds`` (a, b), whose covariances replace the sampled ones."""
+    of the trained ``seeds`` (a, b), whose covariances replace the sampled ones. ``progress``:
+    None, True (a tqdm bar) or ``callable(done, total)``, counted in evaluations of every measure:
+    per layer the real pair and each permutation, then the cross-layer maps."""
     measures = list(cfg["measures"])
+    report = progress_callback(progress, "similarity measures", unit="evaluation")
+    total = len(layers) * (1 + cfg["permutations"]) + 1
+    done = 0
+
+    def step():
+        nonlocal done
+        done += 1
+        if report is not None:
+            report(done, total)
+
+    if report is not None:
+        report(0, total)
     rows = []
 
     def add(scope, la, lb, name, value, n_rows, null="none", permutation=-1):
@@ -136,6 +151,7 @@ def compare_pair(act_a, act_b, layers: list[str], cfg: dict, kind: str, net_a: s
         for name, value in values.items():
             add("same_layer", layer, layer, name, value, _n_rows(name, n_cov, len(native_a), kernel_rows, n_pooled))
         log(f"{layer}: " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()))
+        step()
         rng = seeded_rng(cfg["seed"], layer, "permutation")
         for p in range(cfg["permutations"]):
             perm = rng.permutation(len(native_b))
@@ -145,8 +161,10 @@ def compare_pair(act_a, act_b, layers: list[str], cfg: dict, kind: str, net_a: s
             for name, value in values.items():
                 add("same_layer", layer, layer, name, value,
                     _n_rows(name, len(native_a), len(native_a), kernel_rows, n_pooled), "permutation", p)
+            step()
 
     maps = cross_layer(measures, cfg, pooled_a, pooled_b, kernel_images)
+    step()
     for name, values in maps.items():
         n_rows = n_pooled if name in ("rbf_cka", *PER_INPUT) else n_images
         for i, la in enumerate(layers):

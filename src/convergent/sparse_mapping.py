@@ -61,6 +61,8 @@ import numpy as np
 import pandas as pd
 import scipy.linalg
 
+from convergent.progress import progress_callback
+
 
 @dataclass
 class Moments:
@@ -234,7 +236,7 @@ def _feature_sign(G, c, w, alpha, max_steps: int) -> np.ndarray:
 
 def lasso_gram(G: np.ndarray, C: np.ndarray, alpha: float, yy: np.ndarray | None = None,
                coef: np.ndarray | None = None, tol: float = 1e-10, max_iter: int = 10_000,
-               check_every: int = 3, polish: bool = True) -> LassoResult:
+               check_every: int = 3, polish: bool = True, progress=None) -> LassoResult:
     """Lasso for many targets at once from Gram matrices, by cyclic coordinate descent.
 
     Minimises, for every column j, ``½ wᵀGw − C[:, j]ᵀw + alpha‖w‖₁``, which with
@@ -247,7 +249,8 @@ def lasso_gram(G: np.ndarray, C: np.ndarray, alpha: float, yy: np.ndarray | None
     ``diag(YᵀY)/n``, 1 for standardised targets). ``alpha = 0`` is solved directly (minimum-norm
     least squares), where coordinate descent would crawl on correlated units. For ``alpha > 0``,
     every ``check_every`` sweeps each unfinished target is ``polish``-ed by feature-sign search,
-    which finishes it exactly from the support coordinate descent has found.
+    which finishes it exactly from the support coordinate descent has found. ``progress``: None,
+    True (a tqdm bar) or ``callable(done, total)``, counted in targets that have converged.
 
     >>> import numpy as np
     >>> G = np.eye(3); C = np.array([[0.5], [0.05], [-0.3]])
@@ -266,11 +269,16 @@ def lasso_gram(G: np.ndarray, C: np.ndarray, alpha: float, yy: np.ndarray | None
         W = np.zeros((p, m))
         W[coords] = np.linalg.lstsq(G[np.ix_(coords, coords)], C[coords], rcond=None)[0]
         # no duality gap without a penalty: report the optimality residual max|G w − c| instead
+        if progress is not None:
+            progress_callback(progress, "lasso targets", unit="target")(m, m)
         return LassoResult(W, np.abs(G @ W - C).max(axis=0), 0, True)
 
+    report = progress_callback(progress, "lasso targets", unit="target")
     W = np.zeros((p, m)) if coef is None else np.array(coef, dtype=np.float64, copy=True)
     W[diag <= 0] = 0.0
     todo = np.arange(m)
+    if report is not None:
+        report(0, m)
     gap = np.zeros(m)
     n_iter = 0
     while todo.size and n_iter < max_iter:
@@ -295,17 +303,26 @@ def lasso_gram(G: np.ndarray, C: np.ndarray, alpha: float, yy: np.ndarray | None
         g, _ = _duality_gap(G, C[:, todo], yy[todo], Wt, alpha)
         gap[todo] = g
         todo = todo[g > tol * np.maximum(yy[todo], np.finfo(float).tiny)]
+        if report is not None:
+            report(m - todo.size if todo.size and n_iter < max_iter else m, m)
     return LassoResult(W, gap, n_iter, todo.size == 0)
 
 
-def lasso_path_gram(G, C, alphas, yy=None, tol: float = 1e-10, max_iter: int = 10_000) -> list[LassoResult]:
+def lasso_path_gram(G, C, alphas, yy=None, tol: float = 1e-10, max_iter: int = 10_000,
+                    progress=None) -> list[LassoResult]:
     """:func:`lasso_gram` for every alpha, solved from the largest (sparsest, cheapest) down,
-    each warm-started from the previous solution; results in the order of ``alphas``."""
+    each warm-started from the previous solution; results in the order of ``alphas``.
+    ``progress``: None, True (a tqdm bar) or ``callable(done, total)``, counted in (alpha, target)
+    fits finished: alphas done × targets + targets converged at the current alpha."""
     alphas = np.asarray(alphas, dtype=np.float64)
     results: list[LassoResult | None] = [None] * len(alphas)
     coef = None
-    for i in np.argsort(-alphas, kind="stable"):
-        res = lasso_gram(G, C, float(alphas[i]), yy=yy, coef=coef, tol=tol, max_iter=max_iter)
+    report = progress_callback(progress, "lasso path", unit="fit")
+    m = np.shape(C)[1]
+    for step, i in enumerate(np.argsort(-alphas, kind="stable")):
+        inner = None if report is None else (
+            lambda done, _m, step=step: report(step * m + done, len(alphas) * m))
+        res = lasso_gram(G, C, float(alphas[i]), yy=yy, coef=coef, tol=tol, max_iter=max_iter, progress=inner)
         results[i] = res
         coef = res.coef
     return results  # type: ignore[return-value]
@@ -354,7 +371,7 @@ def _dead(mean: np.ndarray, std: np.ndarray, rtol: float) -> np.ndarray:
 
 def sparse_mapping(train: Moments, val: Moments, decays=None, decay_scale: float | str = "n_targets",
                    threshold: float = 0.01, tol: float = 1e-8, max_iter: int = 10_000,
-                   dead_rtol: float = 1e-6, return_coef: bool = False):
+                   dead_rtol: float = 1e-6, return_coef: bool = False, progress=None):
     """Table 2 for one layer and seed pair: validation loss and weights per unit of B, per decay.
 
     ``train``/``val``: :class:`Moments` of the two splits. Both are standardised with the
@@ -368,7 +385,8 @@ def sparse_mapping(train: Moments, val: Moments, decays=None, decay_scale: float
     Returns a DataFrame, one row per decay: ``decay, alpha, loss, mse, train_loss, nonzero``
     (mean exact non-zeros per unit of B), ``nonzero_001`` (mean ``|w| > threshold``),
     ``nonzero_median``, ``max_gap`` (largest duality gap over units of B), ``converged``; with
-    ``return_coef`` also the list of ``[p, m]`` coefficient matrices.
+    ``return_coef`` also the list of ``[p, m]`` coefficient matrices. ``progress``: None, True
+    (a tqdm bar) or ``callable(done, total)``, counted in (decay, live unit of B) fits finished.
     """
     decays = decay_grid() if decays is None else [float(d) for d in decays]
     mean_x, mean_y = train.mean_x, train.mean_y
@@ -384,7 +402,7 @@ def sparse_mapping(train: Moments, val: Moments, decays=None, decay_scale: float
         raise ValueError("every unit of net B is dead (zero variance) in the training split")
     alphas = [d * scale for d in decays]
     C, yy = g_train.xy[:, live], g_train.yy_diag[live]
-    path = lasso_path_gram(g_train.xx, C, alphas, yy=yy, tol=tol, max_iter=max_iter)
+    path = lasso_path_gram(g_train.xx, C, alphas, yy=yy, tol=tol, max_iter=max_iter, progress=progress)
     rows, coefs = [], []
     for decay, alpha, res in zip(decays, alphas, path):
         W = np.zeros((g_train.xx.shape[0], m))

@@ -48,10 +48,12 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 from scipy.linalg import blas, lapack
+
+from convergent.progress import Progress, RateLog, progress_callback  # noqa: F401 (re-exported)
 
 __all__ = ["SimpleMatchEngine", "RunStats", "RateLog", "progress_callback", "single_threaded"]
 
@@ -67,8 +69,6 @@ MIN_SHRINK = 16
 REBUILD_UPDATES = 96
 #: components larger than this are not searched for candidates (their runs rarely verify)
 MAX_COMPONENT = 64
-
-Progress = Callable[[int, int], None]
 
 
 _CONTROLLER = None
@@ -94,56 +94,6 @@ def single_threaded():
     finally:
         if torch is not None:
             torch.set_num_threads(threads)
-
-
-def progress_callback(progress, what: str) -> Progress | None:
-    """``progress`` as ``callable(done, total)``: None/False (off), True (a tqdm bar on stderr
-    named ``what``) or a callable, returned as is."""
-    if progress is None or progress is False:
-        return None
-    if progress is True:
-        from tqdm.auto import tqdm
-
-        bar = None
-
-        def report(done: int, total: int) -> None:
-            nonlocal bar
-            if bar is None:
-                bar = tqdm(total=total, desc=what, unit="run", file=sys.stderr)
-            bar.update(done - bar.n)
-            if done >= total:
-                bar.close()
-
-        return report
-    if not callable(progress):
-        raise TypeError(f"progress is None, True or callable(done, total), got {progress!r}")
-    return progress
-
-
-class RateLog:
-    """A ``callable(done, total)`` that prints one line at most every ``every`` seconds (and at
-    the end): what is counted, how many of how many, the rate and the time left. Plain lines,
-    so ``tail -f`` on a job's log shows where it is. The clock starts at the first call
-    (``done`` = 0 at the start of the work gives the true rate)."""
-
-    def __init__(self, what: str, every: float = 10.0, file=None):
-        self.what, self.every, self.file = what, every, file
-        self.began: float | None = None
-        self.last = -np.inf
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.perf_counter()
-        if self.began is None:
-            self.began = now
-        if done == 0 or (done < total and now - self.last < self.every):
-            return
-        self.last = now
-        spent = now - self.began
-        rate = done / spent if spent > 0 else float("nan")
-        left = (total - done) / rate if rate > 0 else float("nan")
-        tail = "done" if done >= total else f"~{left:.0f} s left"
-        print(f"{self.what}: {done}/{total}, {rate:.3g}/s, {spent:.0f} s, {tail}",
-              file=self.file or sys.stderr, flush=True)
 
 
 def _basis_inverse(Gss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

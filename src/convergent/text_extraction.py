@@ -16,19 +16,18 @@ The same contract as image probes (:mod:`convergent.activations`), with passages
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from convergent import __version__
 from convergent.activations import INPUT_MEAN
 from convergent.extraction import _TopK, _refuse_non_finite
 from convergent.outputs import atomic_output
+from convergent.progress import progress_callback
 from convergent.probing import Probe, ProbeRunner
 from convergent.provenance import environment_json
 from convergent.text import TextProbe, sample_token_positions
@@ -36,7 +35,7 @@ from convergent.text import TextProbe, sample_token_positions
 
 def extract_text_activations(model: nn.Module, probe: TextProbe, probes: dict[str, Probe],
                              out_path: str | os.PathLike, cfg: dict, root_attrs: dict, device: torch.device,
-                             progress: bool = True) -> None:
+                             progress=None) -> None:
     """Run the probe passages through ``model`` and write the activation file (atomically)."""
     model = model.to(device).eval()
     out_path = Path(out_path)
@@ -50,8 +49,10 @@ def extract_text_activations(model: nn.Module, probe: TextProbe, probes: dict[st
         _write_probe(h5, probe)
         state: dict[str, dict] = {}
         starts = range(0, n_inputs, batch_size)
-        for first in tqdm(starts, desc=f"extract {out_path.stem}", unit="batch", disable=not progress,
-                          file=sys.stderr):
+        report = progress_callback(progress, f"extract {out_path.stem}", unit="batch")
+        if report is not None:
+            report(0, len(starts))
+        for batch_no, first in enumerate(starts):
             last = min(first + batch_size, n_inputs)
             batch = {k: v.to(device) for k, v in probe.batch(first, last).items()}
             captured = runner(batch)
@@ -62,8 +63,8 @@ def extract_text_activations(model: nn.Module, probe: TextProbe, probes: dict[st
                 if layer not in state:
                     state[layer] = _open_layer(h5, layer, probe_, act, probe, cfg, dtype)
                 _write_batch(state[layer], act, valid, first, last, dtype)
-            if progress and first == 0:
-                print(f"{len(probes)} layers, {n_inputs} passages of {probe.image_size} tokens", file=sys.stderr)
+            if report is not None:
+                report(batch_no + 1, len(starts))
         for layer, st in state.items():
             group = h5[f"layers/{layer}"]
             group.create_dataset("top_activations", data=st["top"].records(st["tokens"], 1))

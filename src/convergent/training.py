@@ -18,14 +18,14 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from convergent.architectures import describe_source
-from convergent.checkpoints import CHECKPOINT_FORMAT, read_state_dict
+from convergent.checkpoints import CHECKPOINT_FORMAT
 from convergent.data import ImageSplits
 from convergent.integrity import NonFiniteError
 from convergent.models import load_checkpoint, load_model  # noqa: F401 (load_checkpoint re-exported)
 from convergent.outputs import atomic_output
+from convergent.progress import progress_callback
 from convergent.provenance import environment
 
 
@@ -164,12 +164,14 @@ def train_model(
     seed: int,
     resume_path: str | os.PathLike,
     fingerprint: str,
-    progress: bool = True,
+    progress=None,
 ) -> tuple[nn.Module, dict]:
     """Train one network; resume from ``resume_path`` if it holds a checkpoint of the same run.
 
     ``fingerprint`` identifies the run (config and seed): a resume file with another fingerprint
     is from different settings and is ignored rather than continued.
+    ``progress``: None (silent), True (a tqdm bar) or ``callable(done, total)``, counted in
+    batches over all epochs; when on, each epoch's loss and accuracies are printed to stderr.
     Returns the trained model (on CPU) and its metrics.
     """
     device = select_device(cfg["device"])
@@ -193,9 +195,8 @@ def train_model(
             print(f"resuming seed {seed} after epoch {start_epoch} from {resume_path}", file=sys.stderr)
     use_amp = cfg["amp"] and device.type == "cuda"
     loss_fn = nn.CrossEntropyLoss()
-    epochs = tqdm(range(start_epoch, cfg["epochs"]), desc=f"train seed {seed}", unit="epoch",
-                  initial=start_epoch, total=cfg["epochs"], disable=not progress, file=sys.stderr)
-    for epoch in epochs:
+    report = progress_callback(progress, f"train seed {seed}", unit="batch")
+    for epoch in range(start_epoch, cfg["epochs"]):
         began = time.perf_counter()
         torch.manual_seed(_epoch_seed(seed, epoch))
         order = torch.Generator().manual_seed(_epoch_seed(seed, epoch))
@@ -203,7 +204,10 @@ def train_model(
                             num_workers=cfg["num_workers"], drop_last=False)
         model.train()
         total_loss = correct = seen = 0
-        for batch, (x, y) in enumerate(loader):
+        per_epoch = len(loader)
+        if report is not None:
+            report(epoch * per_epoch, cfg["epochs"] * per_epoch)
+        for batch_no, (x, y) in enumerate(loader):
             if splits.name != "imagefolder":
                 x = augment_batch(x, cfg["augment"])
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -213,7 +217,7 @@ def train_model(
             value = float(loss.detach())
             if not math.isfinite(value):  # before the step: the weights stay those of the last good batch
                 raise NonFiniteError(
-                    f"seed {seed}: training loss is {value} at epoch {epoch + 1} of {cfg['epochs']}, batch {batch + 1} "
+                    f"seed {seed}: training loss is {value} at epoch {epoch + 1} of {cfg['epochs']}, batch {batch_no + 1} "
                     f"of {len(loader)} (learning rate {optimizer.param_groups[0]['lr']:g}): training diverged. "
                     f"{_kept(resume_path, start_epoch, epoch)} Lower config key 'train.lr' (now {cfg['lr']}) "
                     "or check the inputs for NaN")
@@ -223,6 +227,8 @@ def train_model(
             total_loss += value * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
+            if report is not None:
+                report(epoch * per_epoch + batch_no + 1, cfg["epochs"] * per_epoch)
         scheduler.step()
         broken = [name for name, tensor in model.state_dict().items()
                   if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
@@ -235,7 +241,10 @@ def train_model(
         elapsed += time.perf_counter() - began
         history.append({"epoch": epoch + 1, "loss": total_loss / seen, "train_accuracy": correct / seen,
                         "heldout_accuracy": heldout_accuracy, "seconds": elapsed})
-        epochs.set_postfix(loss=f"{total_loss / seen:.3f}", heldout=f"{heldout_accuracy:.3f}")
+        if report is not None:
+            print(f"train seed {seed}: epoch {epoch + 1}/{cfg['epochs']}, loss {total_loss / seen:.3f}, "
+                  f"train accuracy {correct / seen:.3f}, held-out accuracy {heldout_accuracy:.3f}, "
+                  f"{elapsed:.0f} s", file=sys.stderr, flush=True)
         atomic_save({"fingerprint": fingerprint, "epoch": epoch + 1, "elapsed": elapsed,
                      "history": history, "model": model.state_dict(),
                      "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},

@@ -9,6 +9,7 @@ cluster's between-/within-net similarity. Dead units are listed and left out.
 
 from convergent.clustering import cluster_pair, write_clusters_json
 from convergent.correlation import LayerStats
+from convergent.progress import RateLog
 
 
 def main(inputs, outputs, params, log):
@@ -18,7 +19,8 @@ def main(inputs, outputs, params, log):
     pair = stats.pair(a, b)
     res = cluster_pair(pair.corr_aa, pair.corr_bb, pair.corr_ab, tau=cfg["tau"], k=cfg["k"], alpha=cfg["alpha"],
                        split_k=cfg["split_k"], seed=cfg["seed"], n_init=cfg["n_init"], k_max=cfg["k_max"],
-                       dead_a=pair.dead_a, dead_b=pair.dead_b)
+                       dead_a=pair.dead_a, dead_b=pair.dead_b,
+                       progress=RateLog(f"{stats.layer} {a}-{b} spectral clustering, units settled in a leaf"))
     max_leaf = 2 * cfg["alpha"] * stats.units
     write_clusters_json(res, outputs.json, layer=stats.layer, a=a, b=b, n_samples=int(stats.n_samples),
                         k_config=cfg["k"], alpha=cfg["alpha"], max_leaf_size=max_leaf, split_k=cfg["split_k"])

@@ -1,20 +1,15 @@
 """Rule `correlate`: one streamed float64 pass over all seeds' activations of a layer."""
 
-import sys
-
-from tqdm.auto import tqdm
-
-from convergent.activations import layer_attrs
 from convergent.correlation import joint_layer_statistics
 from convergent.device import resolve_device
+from convergent.progress import RateLog
 
 
 def main(inputs, outputs, params, log):
     paths = list(inputs.activations)
-    n_rows = layer_attrs(paths[0], params.layer)["n_samples"]
-    with tqdm(total=n_rows, desc=f"correlate {params.layer}", unit="row", file=sys.stderr) as bar:
-        stats = joint_layer_statistics(paths, list(params.seeds), params.layer, params.cfg["chunk_rows"],
-                                       resolve_device(params.cfg["device"]), progress=bar)
+    stats = joint_layer_statistics(paths, list(params.seeds), params.layer, params.cfg["chunk_rows"],
+                                   resolve_device(params.cfg["device"]),
+                                   progress=RateLog(f"correlate {params.layer}, rows of {len(paths)} nets"))
     stats.save(outputs.stats)
     dead = {int(s): int(n) for s, n in zip(stats.seeds, stats.dead.sum(1))}
     print(f"{params.layer}: {stats.units} units x {len(paths)} seeds, {stats.n_samples} samples; "

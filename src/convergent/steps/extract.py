@@ -8,6 +8,7 @@ from convergent.config import config_hash
 from convergent.data import load_dataset, probe_set
 from convergent.extraction import extract_activations
 from convergent.models import load_model
+from convergent.progress import RateLog
 from convergent.training import select_device
 
 
@@ -36,7 +37,7 @@ def main(inputs, outputs, params, log):
           + ", ".join(f"{n} ({p.kind} {list(p.shape)}, {p.via})" for n, p in loaded.probes.items()))
     extract_activations(loaded.module, probe, image_index, loaded.probes, outputs.activations, params.extract, attrs,
                         splits.in_channels, splits.image_size, select_device(params.extract["device"]),
-                        prepare=loaded.prepare)
+                        prepare=loaded.prepare, progress=RateLog(f"extract {loaded.name}, probe batches"))
 
 
 def extract_text(inputs, outputs, params):
@@ -64,7 +65,8 @@ def extract_text(inputs, outputs, params):
           f"{probe.image_size} tokens ({int(probe.valid.sum())} sampleable): "
           + ", ".join(f"{n} ({p.kind} {list(p.shape)})" for n, p in loaded.probes.items()))
     extract_text_activations(loaded.module, probe, loaded.probes, outputs.activations, params.extract, attrs,
-                             select_device(params.extract["device"]))
+                             select_device(params.extract["device"]),
+                             progress=RateLog(f"extract {loaded.name}, probe batches"))
 
 
 if __name__ == "__main__":

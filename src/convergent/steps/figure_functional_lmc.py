@@ -7,7 +7,6 @@ One figure per seed pair and one of the mean over pairs (± std): held-out loss 
 """
 
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 
 from convergent.connectivity import barrier_table

@@ -14,6 +14,7 @@ from convergent.device import resolve_device
 from convergent.matching import match_frame, summarize_match, write_match_csv
 from convergent.mutual_information import mutual_information
 from convergent.outputs import atomic_output
+from convergent.progress import RateLog
 from convergent.sampling import sample_rows, seeded_rng
 
 
@@ -29,7 +30,9 @@ def main(inputs, outputs, params, log):
     signed = is_signed(inputs.a, layer) or is_signed(inputs.b, layer)
     zero_threshold = None if signed else cfg["zero_threshold"]
     mi = mutual_information(x, y, n_samples=None, n_bins=cfg["bins"], zero_threshold=zero_threshold,
-                            block_units=cfg["block_units"], device=device, threads=params.threads)
+                            block_units=cfg["block_units"], device=device, threads=params.threads,
+                            progress=RateLog(f"{layer} {a}-{b} mutual information, {cfg['block_units']}-unit blocks "
+                                             "(binning, then block pairs)"))
     dead_a, dead_b = np.isnan(mi).all(axis=1), np.isnan(mi).all(axis=0)
     with atomic_output(outputs.mi) as tmp:
         np.savez_compressed(tmp, mi=mi, rows=rows, dead_a=dead_a, dead_b=dead_b, pair=np.array([a, b]),

@@ -3,13 +3,17 @@ across layers, with a permutation null (see `convergent.network_similarity`), as
 
 from convergent.network_similarity import compare_pair
 from convergent.outputs import atomic_output
+from convergent.progress import RateLog
 
 
 def main(inputs, outputs, params, log):
     layers = list(params.layers)
     stats = dict(zip(layers, inputs.stats)) if params.kind == "trained" else None
     frame = compare_pair(inputs.a, inputs.b, layers, params.cfg, params.kind, params.net_a, params.net_b,
-                         stats=stats, seeds=tuple(params.seeds) if stats else None)
+                         stats=stats, seeds=tuple(params.seeds) if stats else None,
+                         progress=RateLog(f"{params.net_a}-{params.net_b} similarity, evaluations of "
+                                          f"{len(params.cfg['measures'])} measures ({len(layers)} layers x "
+                                          f"{1 + params.cfg['permutations']}, then cross-layer)"))
     with atomic_output(outputs.csv) as tmp:
         frame.to_csv(tmp, index=False)
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from convergent.activations import check_paired, iter_sample_chunks, layer_attrs, read_positions
 from convergent.outputs import atomic_output
+from convergent.progress import RateLog
 from convergent.sparse_mapping import Moments, decay_grid, sparse_mapping, split_validation
 
 
@@ -41,11 +42,14 @@ def main(inputs, outputs, params, log):
     positions = read_positions(inputs.a, layer)
     images = positions[:, 0] if positions is not None else np.arange(n_rows)  # fc: a row is an image
     val_mask = split_validation(images, cfg["validation_fraction"], cfg["split_seed"])
+    print(f"{layer} {a}->{b}: reading {n_rows} paired rows", flush=True)
     train, val = pair_moments(inputs.a, inputs.b, layer, val_mask, cfg["chunk_rows"])
     fine = cfg["fine_grid"]
     decays = decay_grid(cfg["decays"], None if fine is None else (fine["start"], fine["stop"], fine["step"]))
     table = sparse_mapping(train, val, decays=decays, decay_scale=cfg["decay_scale"],
-                           tol=cfg["tol"], max_iter=cfg["max_iter"])
+                           tol=cfg["tol"], max_iter=cfg["max_iter"],
+                           progress=RateLog(f"{layer} {a}->{b} sparse map, fits of (decay, unit of {b}) "
+                                            f"over {len(decays)} decays"))
     info = table.attrs
     table.insert(0, "layer", layer)
     table.insert(1, "a", a)

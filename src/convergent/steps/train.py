@@ -6,6 +6,7 @@ from pathlib import Path
 from convergent.config import config_hash
 from convergent.data import load_dataset
 from convergent.outputs import atomic_output
+from convergent.progress import RateLog
 from convergent.training import atomic_save, checkpoint_payload, train_model
 
 
@@ -19,7 +20,8 @@ def main(inputs, outputs, params, log):
     splits = load_dataset(params.dataset, augment_imagefolder=params.train["augment"] != "none")
     fingerprint = config_hash({"train": params.train, "dataset": params.dataset, "model": params.model, "seed": seed})
     resume = resume_path_for(outputs.model)
-    model, metrics = train_model(params.model, splits, params.train, seed, resume, fingerprint)
+    model, metrics = train_model(params.model, splits, params.train, seed, resume, fingerprint,
+                                 progress=RateLog(f"train seed {seed}, batches over all epochs"))
     metrics["trained"] = True
     atomic_save(checkpoint_payload(model, params.model, splits, seed, metrics), outputs.model)
     with atomic_output(outputs.metrics) as tmp:
