@@ -7,8 +7,8 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from convergent.probing import (Probe, ProbeError, ProbeRunner, _finish, _first_key, batch_size,
-                                default_layer_names, describe_value, find_node, move_batch, try_trace)
+from convergent.probing import (Probe, ProbeError, _finish, _first_key, batch_size,
+                                default_layer_names, describe_value, find_node, observe, try_trace)
 
 
 def list_layers(module: nn.Module, batch: torch.Tensor, prepare=None) -> tuple[str, list[dict]]:
@@ -31,16 +31,7 @@ def list_layers(module: nn.Module, batch: torch.Tensor, prepare=None) -> tuple[s
     else:
         draft = {name: Probe(name, name, "hook") for name in modules if name}
         how = f"hooks (module names only: the model does not trace with torch.fx, {why_not})"
-    parameter = next((p for p in module.parameters() if p.is_floating_point()), None)
-    batch = move_batch(batch, parameter)
-    was_training = module.training
-    module.eval()
-    try:
-        with ProbeRunner(module, draft, prepare, raw=True, detect=True) as runner, torch.no_grad():
-            raw = runner(batch)
-            calls, order = dict(runner.calls), list(runner.order)
-    finally:
-        module.train(was_training)
+    batch, raw, calls, order, _ = observe(module, draft, batch, prepare)
     names = order if points is not None or traced is None else list(draft)
     # The default layers are blocks (modules): mark the node that gives each block's output.
     defaults = {}

@@ -533,11 +533,10 @@ def resolve_probes(module: nn.Module, specs: list[LayerSpec] | None, batch: torc
     return _check(module, draft, batch, prepare, drop_unsupported=default, why_not_fx=why_not)
 
 
-def _check(module, draft: dict[str, Probe], batch, prepare, drop_unsupported: bool,
-           why_not_fx: str | None = None, channels_first: bool = False) -> dict[str, Probe]:
-    """Run ``batch`` once; fix each probe's layout, kind, shape and sign, or raise (or, for default
-    layers, leave out the ones that cannot be read)."""
-    modules = dict(module.named_modules())
+def observe(module, draft: dict[str, Probe], batch, prepare):
+    """One forward pass of ``batch`` (moved to the module's device and dtype) in eval mode, the
+    module's training flag restored after: ``(batch, raw outputs by probe, calls per probe,
+    forward order, probes whose tensors a later in-place op changed)``."""
     parameter = next((p for p in module.parameters() if p.is_floating_point()), None)
     batch = move_batch(batch, parameter)
     was_training = module.training
@@ -545,9 +544,17 @@ def _check(module, draft: dict[str, Probe], batch, prepare, drop_unsupported: bo
     try:
         with ProbeRunner(module, draft, prepare, raw=True, detect=True) as runner, torch.no_grad():
             raw = runner(batch)
-            calls, order, mutated = dict(runner.calls), list(runner.order), set(runner.mutated)
+            return batch, raw, dict(runner.calls), list(runner.order), set(runner.mutated)
     finally:
         module.train(was_training)
+
+
+def _check(module, draft: dict[str, Probe], batch, prepare, drop_unsupported: bool,
+           why_not_fx: str | None = None, channels_first: bool = False) -> dict[str, Probe]:
+    """Run ``batch`` once; fix each probe's layout, kind, shape and sign, or raise (or, for default
+    layers, leave out the ones that cannot be read)."""
+    modules = dict(module.named_modules())
+    batch, raw, calls, order, mutated = observe(module, draft, batch, prepare)
     resolved = {}
     for name, probe in sorted(draft.items(), key=lambda item: order.index(item[0]) if item[0] in order else len(order)):
         try:
