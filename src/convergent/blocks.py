@@ -65,13 +65,13 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Hashable, Sequence
 
 import h5py
 import numpy as np
 
 from convergent.matching import bipartite_matching, overlap_ratio, semi_matching
+from convergent.outputs import atomic_output
 
 __all__ = [
     "input_blocks",
@@ -170,12 +170,6 @@ def _group_rows(block_of_rows: np.ndarray):
         yield int(b), order[s:e]
 
 
-def _atomic_h5(path: str | os.PathLike):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path, path.with_name(f".{path.name}.tmp{os.getpid()}")
-
-
 def _check_format(h5: h5py.File, path, expected: str) -> None:
     found = h5.attrs.get("format")
     if found != expected:
@@ -255,9 +249,8 @@ class BlockMoments:
 
     def save(self, path: str | os.PathLike, input_block: np.ndarray, **attrs) -> None:
         """Write the layout in the module docstring atomically; ``attrs`` (layer, block_seed...) are kept."""
-        path, tmp = _atomic_h5(path)
         n = self.units
-        with h5py.File(tmp, "w") as h5:
+        with atomic_output(path) as tmp, h5py.File(tmp, "w") as h5:
             h5.attrs.update({"format": MOMENTS_FORMAT, "version": VERSION, "units": n,
                              "n_blocks": self.n_blocks, "n_rows": int(self.rows.sum()),
                              "n_inputs": len(input_block), **attrs})
@@ -268,7 +261,6 @@ class BlockMoments:
             h5.create_dataset("sum", data=self.sum)
             h5.create_dataset("cross", data=self.cross, chunks=(1, n, n))
             h5.create_dataset("absmax", data=self.absmax)
-        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "BlockMoments":

@@ -35,9 +35,10 @@ import h5py
 import numpy as np
 from scipy.special import xlogy
 
-from convergent.blocks import COUNTS_FORMAT, VERSION, _atomic_h5, _check_format, _group_rows
+from convergent.blocks import COUNTS_FORMAT, VERSION, _check_format, _group_rows
 from convergent.matching import bipartite_matching, semi_matching
 from convergent.mutual_information import joint_counts
+from convergent.outputs import atomic_output
 from convergent.statistics import _counts
 
 __all__ = ["CountBlocks"]
@@ -117,10 +118,9 @@ class CountBlocks:
         return next(self.iter_mutual_information(np.asarray(weights)[None]))
 
     def save(self, path: str | os.PathLike, input_block: np.ndarray, **attrs) -> None:
-        path, tmp = _atomic_h5(path)
         if self.rows.max(initial=0) >= 2**32:
             raise ValueError("a block holds 2**32 rows or more: counts would overflow uint32")
-        with h5py.File(tmp, "w") as h5:
+        with atomic_output(path) as tmp, h5py.File(tmp, "w") as h5:
             h5.attrs.update({"format": COUNTS_FORMAT, "version": VERSION, "n_codes": self.n_codes,
                              "n_blocks": self.n_blocks, "edges": "full sample", **attrs})
             h5.create_dataset("input_block", data=np.asarray(input_block, dtype=np.int64))
@@ -131,7 +131,6 @@ class CountBlocks:
             h5.create_dataset("marginal_b", data=self.marginal_b.astype(np.uint32))
             h5.create_dataset("dead_a", data=self.dead_a)
             h5.create_dataset("dead_b", data=self.dead_b)
-        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "CountBlocks":

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from convergent.architectures import (dataset_geometry, factory_file, layer_specs, model_source,
                                       select_layers)
+from convergent.outputs import atomic_output
 
 CACHE_DIR = Path(".snakemake") / "convergent"
 # Library files whose code decides which layers exist and what they are named.
@@ -66,8 +67,6 @@ def plan_layers(config: dict, workdir: str | os.PathLike = ".") -> list[str]:
     from convergent.models import plan_probes  # imports torch: only when the plan is not cached
 
     probes = plan_probes(model_cfg, dataset_geometry(config["dataset"]), workdir)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(f".{cache.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps({"layers": list(probes), "kinds": {n: p.kind for n, p in probes.items()}}, indent=1))
-    os.replace(tmp, cache)
+    with atomic_output(cache) as tmp:
+        tmp.write_text(json.dumps({"layers": list(probes), "kinds": {n: p.kind for n, p in probes.items()}}, indent=1))
     return list(probes)

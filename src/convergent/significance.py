@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import stats
 
-__all__ = ["PermutationTest", "input_rows", "permutation_test", "permutation_p_value", "holm"]
+__all__ = ["PermutationTest", "input_rows", "permutation_test", "permutation_p_value", "tail_p_value", "holm"]
 
 
 @dataclass(frozen=True)
@@ -86,11 +86,18 @@ def permutation_test(statistic: Callable[[np.ndarray, np.ndarray], float], x: np
 def permutation_p_value(observed: float, null: np.ndarray, alternative: str = "greater") -> float:
     """p-value of ``observed`` against ``len(null)`` random permutations computed elsewhere:
     ``(1 + #{null >= observed}) / (1 + len(null))`` for ``greater`` (scipy's rule and tolerance)."""
-    null = np.asarray(null, dtype=np.float64)
-    null = null[np.isfinite(null)]
-    gamma = abs(observed) * np.finfo(np.float64).eps * 100
-    ge = (1 + np.count_nonzero(null >= observed - gamma)) / (1 + null.size)
-    le = (1 + np.count_nonzero(null <= observed + gamma)) / (1 + null.size)
+    return tail_p_value(null, observed, alternative, tolerance=abs(observed) * np.finfo(np.float64).eps * 100)
+
+
+def tail_p_value(sample: np.ndarray, point: float, alternative: str = "greater", tolerance: float = 0.0) -> float:
+    """``(1 + #{sample >= point}) / (1 + n)`` over the finite values of ``sample`` for ``greater``,
+    ``#{sample <= point}`` for ``less``, twice the smaller (capped at 1) for ``two-sided``; values
+    within ``tolerance`` of ``point`` count as reaching it. The one counting rule of the
+    permutation and the bootstrap p-values."""
+    sample = np.asarray(sample, dtype=np.float64)
+    sample = sample[np.isfinite(sample)]
+    ge = (1 + np.count_nonzero(sample >= point - tolerance)) / (1 + sample.size)
+    le = (1 + np.count_nonzero(sample <= point + tolerance)) / (1 + sample.size)
     if alternative == "greater":
         return float(ge)
     if alternative == "less":

@@ -62,7 +62,8 @@ from scipy import stats
 
 # the tests and the seeds-needed estimate live in their own modules; one import serves all
 from convergent.precision import SeedPlan, VarianceComponents, seeds_for_width, variance_components
-from convergent.significance import PermutationTest, holm, input_rows, permutation_p_value, permutation_test
+from convergent.significance import (PermutationTest, holm, input_rows, permutation_p_value, permutation_test,
+                                     tail_p_value)
 
 __all__ = [
     "LEVEL",
@@ -669,14 +670,7 @@ def bootstrap_p_value(distribution: np.ndarray | Interval, null: float = 0.0, al
     on the paired replicates of ``A - B``.
     """
     reps = distribution.distribution if isinstance(distribution, Interval) else np.asarray(distribution)
-    reps = reps[np.isfinite(reps)]
-    le = (1 + np.count_nonzero(reps <= null)) / (1 + reps.size)
-    ge = (1 + np.count_nonzero(reps >= null)) / (1 + reps.size)
-    if alternative == "greater":
-        return float(le)
-    if alternative == "less":
-        return float(ge)
-    if alternative == "two-sided":
-        return float(min(1.0, 2 * min(le, ge)))
-    raise ValueError(f"alternative must be greater, less or two-sided, got {alternative!r}")
+    # "the statistic exceeds null" is "null lies in the distribution's lower tail"
+    mirrored = {"greater": "less", "less": "greater"}.get(alternative, alternative)
+    return tail_p_value(reps, null, mirrored)
 
