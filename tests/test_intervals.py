@@ -139,7 +139,8 @@ def test_interval_from_stored_replicates_equals_the_one_from_the_data(nets, laye
         return lambda w: np.array([sim.linear_cka(x[r], y[r]) for r in
                                    (bl.resampled_rows(row_block, wi) for wi in np.atleast_2d(w))])
 
-    direct = st.bootstrap(st.pairwise([on_rows(*p) for p in PAIRS], PAIRS, n_blocks=layer.n_blocks),
+    direct = st.bootstrap(st.pairwise([on_rows(*p) for p in PAIRS], PAIRS, n_blocks=layer.n_blocks,
+                                      bounds=(0.0, 1.0)),  # linear CKA's range, as the table takes it
                           replicates=SETTINGS.replicates, seed=SETTINGS.seed)
     assert from_store.over == "seeds and inputs" and from_store.blocks == 10
     assert (from_store.lo, from_store.hi) == pytest.approx((direct.lo, direct.hi), abs=1e-10)
@@ -165,7 +166,7 @@ def test_tests_table_against_its_definitions(layer):
 
     def mean_of(pairs):
         return st.pairwise([layer.pair_statistic("matching", *p) for p in pairs], pairs, groups=groups,
-                           n_blocks=layer.n_blocks)
+                           n_blocks=layer.n_blocks, bounds=(-1.0, 1.0))  # a correlation's range
 
     ci = st.bootstrap(mean_of(PAIRS) - mean_of(BASELINE), replicates=SETTINGS.replicates, seed=SETTINGS.seed)
     assert (gap["lo"], gap["hi"]) == pytest.approx((ci.lo, ci.hi))

@@ -25,6 +25,7 @@ from typing import Hashable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from convergent import ranges
 from convergent import statistics as st
 from convergent.replicates import LayerReplicates
 
@@ -79,8 +80,11 @@ def pair_mean(values: Mapping[Pair, float], settings: Settings, replicates: Laye
               label: str = "") -> st.Statistic:
     """The mean of ``values`` over its pairs as a multi-bootstrap statistic: over the stored
     replicates of ``measure`` when ``replicates`` has them for every pair (seeds and inputs),
-    over the numbers otherwise (seeds only). ``untrained``: networks resampled as their own group."""
+    over the numbers otherwise (seeds only). ``untrained``: networks resampled as their own group.
+    ``measure`` also names the values' range (:mod:`convergent.ranges`), which keeps the interval
+    inside it; None: unbounded."""
     pairs = list(values)
+    bounds = None if measure is None else ranges.bounds(measure)
     groups = dict(groups) if groups is not None else _groups(pairs, untrained)
     if replicates is not None and (replicates.replicates, replicates.seed) != (settings.replicates, settings.seed):
         raise ValueError(f"replicates of layer {replicates.layer!r} were drawn with statistics.replicates="
@@ -90,9 +94,9 @@ def pair_mean(values: Mapping[Pair, float], settings: Settings, replicates: Laye
             and all(replicates.has(measure, str(a), str(b)) for a, b in pairs)):
         fns = [replicates.pair_statistic(measure, str(a), str(b)) for a, b in pairs]
         return st.pairwise(fns, pairs, groups=groups, n_blocks=replicates.n_blocks, correct=settings.correct,
-                           label=label)
+                           label=label, bounds=bounds)
     return st.pairwise([float(values[p]) for p in pairs], pairs, groups=groups, correct=settings.correct,
-                       label=label)
+                       label=label, bounds=bounds)
 
 
 def mean_interval(values: Mapping[Pair, float], settings: Settings, replicates: LayerReplicates | None = None,
@@ -203,7 +207,7 @@ def tests_table(replicates: Mapping[str, LayerReplicates], trained_pairs: Sequen
                             for p in trained_pairs}
                 values_b = {p: rb.estimate[rb.measures.index(measure), rb.pairs.index(f"{p[0]}-{p[1]}")]
                             for p in trained_pairs}
-                a, b = pair_mean(values_a, settings), pair_mean(values_b, settings)
+                a, b = pair_mean(values_a, settings, measure=measure), pair_mean(values_b, settings, measure=measure)
                 fixed = "the two layers have different input blocks"
             ci = _boot(a - b, settings)
             rows.append({"test": "layer difference", "measure": measure, "layer_a": la, "layer_b": lb,
@@ -293,10 +297,11 @@ def seeds_needed_table(replicates: Mapping[str, LayerReplicates], trained_pairs:
 
 def frame_intervals(frame: pd.DataFrame, by: Sequence[str], value: str, settings: Settings, *,
                     a: str = "a", b: str = "b", untrained: Sequence[Hashable] = (),
-                    fixed: str = "per-pair values", prefix: str = "") -> pd.DataFrame:
+                    fixed: str = "per-pair values", prefix: str = "", measure: str | None = None) -> pd.DataFrame:
     """Interval columns (``{prefix}lo``, ``{prefix}hi``, ``{prefix}note``) of the mean of ``value``
     over the pairs ``(frame[a], frame[b])`` in each group of ``by`` (one row per pair and group),
-    over seeds only: for tables whose per-pair values have no stored replicates (Wang's s(ε))."""
+    over seeds only: for tables whose per-pair values have no stored replicates (Wang's s(ε)).
+    ``measure``: the name of the values' range in :mod:`convergent.ranges`."""
     rows = []
     for key, group in frame.groupby(list(by), sort=False):
         key = key if isinstance(key, tuple) else (key,)
@@ -304,7 +309,8 @@ def frame_intervals(frame: pd.DataFrame, by: Sequence[str], value: str, settings
         if not values or not np.isfinite(list(values.values())).all():
             fields = {f"{prefix}lo": math.nan, f"{prefix}hi": math.nan, f"{prefix}note": "no interval: no finite values"}
         else:
-            fields = interval_fields(mean_interval(values, settings, untrained=untrained), fixed, prefix)
+            fields = interval_fields(mean_interval(values, settings, measure=measure, untrained=untrained), fixed,
+                                     prefix)
         rows.append({**dict(zip(by, key)), **fields})
     return pd.DataFrame(rows, columns=[*by, f"{prefix}lo", f"{prefix}hi", f"{prefix}note"])
 
@@ -317,12 +323,13 @@ def subspace_intervals(frame: pd.DataFrame, table: pd.DataFrame, settings: Setti
     ``frame``) with interval columns over seeds for the trained mean (``lo``, ``hi``, ``note``) and
     the baseline mean (``baseline_*``), and the table's ``level`` and ``interval``."""
     keys = ["layer", "eps"]
-    table = table.merge(frame_intervals(frame[~frame["baseline"]], keys, "s", settings, fixed=SUBSPACE_FIXED),
-                        on=keys, how="left")
+    table = table.merge(frame_intervals(frame[~frame["baseline"]], keys, "s", settings, fixed=SUBSPACE_FIXED,
+                                        measure="subspace"), on=keys, how="left")
     base = frame[frame["baseline"]]
     if len(base):
         table = table.merge(frame_intervals(base, keys, "s", settings, untrained=sorted(set(base["b"])),
-                                            fixed=SUBSPACE_FIXED, prefix="baseline_"), on=keys, how="left")
+                                            fixed=SUBSPACE_FIXED, prefix="baseline_", measure="subspace"),
+                            on=keys, how="left")
     table["level"] = settings.level
     table["interval"] = settings.label
     return table

@@ -61,6 +61,7 @@ import numpy as np
 from scipy import stats
 
 # the tests and the seeds-needed estimate live in their own modules; one import serves all
+from convergent import ranges
 from convergent.precision import SeedPlan, VarianceComponents, seeds_for_width, variance_components
 from convergent.significance import (PermutationTest, holm, input_rows, permutation_p_value, permutation_test,
                                      tail_p_value)
@@ -197,8 +198,10 @@ class Statistic:
     """
 
     def __init__(self, fn: Callable, nets: Groups | Sequence[Hashable], n_blocks: int | None = None,
-                 min_distinct: Mapping[str, int] | None = None, label: str = ""):
+                 min_distinct: Mapping[str, int] | None = None, label: str = "",
+                 bounds: tuple[float, float] | None = None):
         self.fn = fn
+        self.bounds = None if bounds is None else (float(bounds[0]), float(bounds[1]))
         self.groups = _as_groups(nets)
         self.n_blocks = None if n_blocks is None else int(n_blocks)
         self.min_distinct = {g: int(v) for g, v in (min_distinct or {}).items()}
@@ -225,7 +228,7 @@ class Statistic:
         return combine(lambda a, b: a - b, self, other, label=f"{self.label} - {other.label}")
 
     def __repr__(self) -> str:
-        return f"Statistic({self.label!r}, groups={self.groups}, n_blocks={self.n_blocks})"
+        return f"Statistic({self.label!r}, groups={self.groups}, n_blocks={self.n_blocks}, bounds={self.bounds})"
 
 
 def _merge(statistics: Sequence[Statistic]) -> tuple[dict, int | None, dict]:
@@ -284,6 +287,27 @@ def _evaluate(fns, block_counts, k: int) -> np.ndarray:
     return out
 
 
+def _corrected(base: np.ndarray, drawn: np.ndarray, scale: float, bounds) -> np.ndarray:
+    """``base + scale (drawn - base)``, on the link scale of ``bounds`` when the quantity has a range.
+
+    The correction stretches each replicate's deviation from the estimate; stretched on the raw
+    scale, a mean near a bound is pushed past it (a CKA replicate of 1.01). On the link scale
+    (logit of the position in the range, Fisher's z for a correlation, log beside one bound) the
+    same stretch is a widening where the quantity is free to move and a squeeze near a bound,
+    where the data cannot spread further: what the delta method says a bounded mean's sampling
+    distribution does, and close to the raw correction mid-range. Clipping raw replicates instead
+    would pile them on the bound and make the interval's end there whatever the data."""
+    mapping = ranges.link(bounds)
+    if mapping is None:
+        return base + scale * (drawn - base)
+    g, inverse = mapping
+    with np.errstate(invalid="ignore"):
+        gb = g(base)
+        out = inverse(gb + scale * (g(drawn) - gb))
+    # a replicate that draws what the estimate used stays the estimate, bit for bit
+    return np.where(drawn == base, base, out)
+
+
 def _weighted_mean(weight: np.ndarray, values: np.ndarray) -> np.ndarray:
     total = weight.sum(axis=1)
     terms = np.where(weight > 0, weight * values, 0.0)
@@ -293,7 +317,7 @@ def _weighted_mean(weight: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 def pairwise(values: Sequence, pairs: Sequence[tuple[Hashable, Hashable]], *,
              groups: Groups | None = None, n_blocks: int | None = None, correct: bool = True,
-             label: str = "") -> Statistic:
+             label: str = "", bounds: tuple[float, float] | None = None) -> Statistic:
     """Mean over pairs of networks, rebuilt in each replicate from pairs of distinct draws.
 
     ``values[p]`` belongs to ``pairs[p] = (a, b)``: a number (inputs not resampled), or a function
@@ -314,6 +338,9 @@ def pairwise(values: Sequence, pairs: Sequence[tuple[Hashable, Hashable]], *,
     pairs covered the truth in 79-89 % of them at 4 seeds without it, 93-96 % with it (3 seeds:
     53-58 % -> 80-86 %; 8 seeds: 84-89 % -> 92-95 %). Every pair is then evaluated in every
     replicate.
+
+    ``bounds``: the range of the values (:mod:`convergent.ranges`); the correction is then made
+    on its link scale, so every replicate, and with it every interval, stays in the range.
     """
     if len(values) != len(pairs) or not pairs:
         raise ValueError(f"need one value per pair; got {len(values)} values for {len(pairs)} pairs")
@@ -352,19 +379,20 @@ def pairwise(values: Sequence, pairs: Sequence[tuple[Hashable, Hashable]], *,
                     out[rows, p] = np.broadcast_to(value(sub), rows.shape)
             return _weighted_mean(weight, out)
         v = _evaluate(fns, block_counts, len(weight))
-        base = v.mean(axis=1)
-        return base + scale * (_weighted_mean(weight, v) - base)
+        return _corrected(v.mean(axis=1), _weighted_mean(weight, v), scale, bounds)
 
-    return Statistic(fn, groups, n_blocks, need, label)
+    return Statistic(fn, groups, n_blocks, need, label, bounds)
 
 
 def per_net(values: Sequence, nets: Sequence[Hashable] | None = None, *, groups: Groups | None = None,
-            n_blocks: int | None = None, correct: bool = True, label: str = "") -> Statistic:
+            n_blocks: int | None = None, correct: bool = True, label: str = "",
+            bounds: tuple[float, float] | None = None) -> Statistic:
     """Mean over networks (e.g. accuracy per seed), weighted by how often each is drawn.
 
     ``values[i]`` belongs to ``nets[i]`` (default ``0..n-1``), a number or a function of block
     counts as in :func:`pairwise`. ``correct``: the seed-driven part of each replicate is scaled by
-    ``sqrt(S/(S-1))``, the bootstrap's variance deficit for a mean of S draws.
+    ``sqrt(S/(S-1))``, the bootstrap's variance deficit for a mean of S draws. ``bounds``: as in
+    :func:`pairwise`.
     """
     nets = tuple(range(len(values))) if nets is None else tuple(nets)
     if len(nets) != len(values) or not nets:
@@ -380,10 +408,9 @@ def per_net(values: Sequence, nets: Sequence[Hashable] | None = None, *, groups:
     def fn(net_counts, block_counts):
         weight = net_counts[:, cols].astype(np.float64)
         v = _evaluate(fns, block_counts, len(weight))
-        base = v.mean(axis=1)
-        return base + scale * (_weighted_mean(weight, v) - base)
+        return _corrected(v.mean(axis=1), _weighted_mean(weight, v), scale, bounds)
 
-    return Statistic(fn, groups, n_blocks, {}, label)
+    return Statistic(fn, groups, n_blocks, {}, label, bounds)
 
 
 def mean_over_inputs(values: np.ndarray, input_block: np.ndarray | None = None
@@ -525,6 +552,15 @@ def _scipy_interval(statistic: Statistic, resamples: Resamples, replicates: np.n
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
+def _basic_on_link(estimate: float, percentile: tuple[float, float], mapping) -> tuple[float, float]:
+    """The basic interval ``2 estimate - quantiles`` reflected on the link scale: reflected on the
+    raw scale, a skewed distribution near a bound throws the far end past it. The percentile and
+    BCa intervals are quantiles of in-range replicates and need nothing."""
+    g, inverse = mapping
+    ge = g(estimate)
+    return float(inverse(2 * ge - g(percentile[1]))), float(inverse(2 * ge - g(percentile[0])))
+
+
 def _dims(statistic: Statistic, resamples: Resamples) -> list:
     """The resampled dimensions of a statistic: ("nets", its columns, size) per group whose draws
     varied, then ("blocks", None, n_blocks) when the inputs varied."""
@@ -566,7 +602,12 @@ def _interval(statistic: Statistic, resamples: Resamples, level: float, method: 
     if not finite.all():
         notes.append(f"{int((~finite).sum())} of {len(reps)} replicates undefined and left out")
     used = method
-    lo, hi = _scipy_interval(statistic, resamples, reps[finite], level, method, dims)
+    mapping = ranges.link(statistic.bounds)
+    if method == "basic" and mapping is not None:
+        lo, hi = _basic_on_link(estimate, _scipy_interval(statistic, resamples, reps[finite], level, "percentile",
+                                                          dims), mapping)
+    else:
+        lo, hi = _scipy_interval(statistic, resamples, reps[finite], level, method, dims)
     if method == "bca" and not (np.isfinite(lo) and np.isfinite(hi)):
         notes.append("BCa undefined for these replicates (degenerate); percentile interval instead")
         used = "percentile"
@@ -628,17 +669,24 @@ def jackknife(statistic: Statistic, *, replicates: int = REPLICATES, seed: int =
 
 
 def interval_from(estimate: float, distribution: np.ndarray, *, level: float = LEVEL, method: str = "percentile",
-                  jackknife: Sequence[np.ndarray] | None = None) -> tuple[float, float]:
+                  jackknife: Sequence[np.ndarray] | None = None,
+                  bounds: tuple[float, float] | None = None) -> tuple[float, float]:
     """An interval from stored replicates (e.g. a difference of two layers' replicates saved by
     separate jobs with the same seed, hence paired), as :func:`bootstrap` makes it: percentile and
     basic from the quantiles; BCa (Efron & Tibshirani 1993, eqs. 14.14-14.15) needs the
-    :func:`jackknife` values, its acceleration summing the influence over every dimension, as scipy."""
+    :func:`jackknife` values, its acceleration summing the influence over every dimension, as scipy.
+    ``bounds``: the quantity's range; the basic interval is then reflected on its link scale."""
     reps = np.asarray(distribution, dtype=np.float64)
     reps = reps[np.isfinite(reps)]
     alpha = (1 - level) / 2
     if method in ("percentile", "basic"):
         lo, hi = np.quantile(reps, [alpha, 1 - alpha])
-        return (float(lo), float(hi)) if method == "percentile" else (2 * estimate - float(hi), 2 * estimate - float(lo))
+        if method == "percentile":
+            return float(lo), float(hi)
+        mapping = ranges.link(bounds)
+        if mapping is not None:
+            return _basic_on_link(estimate, (float(lo), float(hi)), mapping)
+        return 2 * estimate - float(hi), 2 * estimate - float(lo)
     if method != "bca":
         raise ValueError(f"interval method {method!r} is not one of {METHODS}")
     if not jackknife:
