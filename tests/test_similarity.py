@@ -374,3 +374,18 @@ def test_subspace_similarity_is_wang_maximum_match():
     match = subspace.max_match(x, y, 0.05, device="cpu")
     assert value == pytest.approx((len(match.x) + len(match.y)) / 9)
     assert value == pytest.approx(6 / 9)
+
+
+def test_permutation_null_with_row_input_moves_whole_inputs():
+    """With several rows per input, the library null keeps an input's rows together: a measure
+    that compares rows within an input (does y's row k of the input facing x's input equal the
+    input's own row k?) sees whole inputs, never a mix."""
+    rng = np.random.default_rng(4)
+    row_input = np.repeat(np.arange(12), 3)
+    x = np.repeat(rng.normal(size=(12, 2)), 3, axis=0)  # rows constant within an input
+
+    def constant_within_inputs(a, b):
+        return float(all(np.ptp(b[row_input == i], axis=0).max() == 0 for i in range(12)))
+
+    assert sim.permutation_null(constant_within_inputs, x, x, 10, row_input=row_input).min() == 1.0
+    assert sim.permutation_null(constant_within_inputs, x, x, 10).max() == 0.0  # rows mix without it

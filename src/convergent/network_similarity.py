@@ -8,7 +8,10 @@ Two kinds of comparison:
   the covariance-based measures come from the streamed statistics (``stats/{layer}.h5``, all
   rows); the others from at most ``max_rows`` rows (RBF CKA: ``kernel_rows`` rows; RSA: one row
   per image, ``kernel_rows`` images). With ``permutations > 0`` the same measures are also
-  computed with B's rows shuffled (``null = permutation``): the value expected by chance.
+  computed with B's probe images shuffled, whole images at a time (``null = permutation``): the
+  value expected by chance. Rows of one image are not independent (neighbouring positions of
+  one map), so shuffling rows one by one would break that dependence in the null but not in the
+  observed pair, and the null would sit too low (:func:`convergent.significance.permute_inputs`).
 * ``scope = cross_layer``: A's layer i vs B's layer j for every i, j, on one row per probe image,
   since rows of different conv layers are not paired: a conv layer's spatial mean over the whole
   map (``input_mean`` in the activation file), an fc layer's values.
@@ -25,10 +28,11 @@ import numpy as np
 import pandas as pd
 
 from convergent import similarity as sim
-from convergent.activations import layer_attrs, read_input_means, read_samples
+from convergent.activations import layer_attrs, read_input_means, read_positions, read_samples
 from convergent.correlation import LayerStats
 from convergent.progress import progress_callback
 from convergent.sampling import sample_rows, seeded_rng
+from convergent.significance import permute_inputs
 
 COLUMNS = ["kind", "net_a", "net_b", "scope", "layer_a", "layer_b", "measure", "null", "permutation",
            "n_rows", "value"]
@@ -153,8 +157,9 @@ def compare_pair(act_a, act_b, layers: list[str], cfg: dict, kind: str, net_a: s
         log(f"{layer}: " + ", ".join(f"{k} {v:.3f}" for k, v in values.items()))
         step()
         rng = seeded_rng(cfg["seed"], layer, "permutation")
+        row_input = _row_input(act_a, layer, n, native_rows) if cfg["permutations"] else None
         for p in range(cfg["permutations"]):
-            perm = rng.permutation(len(native_b))
+            perm = permute_inputs(row_input, rng)
             perm_images = rng.permutation(n_images)
             values = same_layer(measures, cfg, native_a, native_b[perm], pooled_a[i],
                                 pooled_b[i][perm_images], None, kernel_rows, kernel_images)
@@ -171,6 +176,13 @@ def compare_pair(act_a, act_b, layers: list[str], cfg: dict, kind: str, net_a: s
             for j, lb in enumerate(layers):
                 add("cross_layer", la, lb, name, values[i, j], n_rows)
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _row_input(path, layer: str, n: int, rows) -> np.ndarray:
+    """The probe input of each native row (a vector layer's rows are its inputs)."""
+    positions = read_positions(path, layer)
+    row_input = np.arange(n) if positions is None else positions[:, 0]
+    return row_input if rows is None else row_input[rows]
 
 
 def _n_rows(name, n_cov, n_native, kernel_rows, n_pooled):

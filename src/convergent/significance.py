@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import stats
 
-__all__ = ["PermutationTest", "input_rows", "permutation_test", "permutation_p_value", "tail_p_value", "holm"]
+__all__ = ["PermutationTest", "input_rows", "permute_inputs", "permutation_test", "permutation_p_value", "tail_p_value", "holm"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +52,32 @@ def input_rows(row_input: np.ndarray) -> np.ndarray:
                          "inputs needs the same number of rows for every input")
     order = np.argsort(row_input, kind="stable")
     return order.reshape(len(inputs), counts[0])
+
+
+def permute_inputs(row_input: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A row order that moves whole probe inputs: ``y[permute_inputs(row_input, rng)]`` puts the
+    rows of one input, in their order, where another input's rows were (``row_input``: the probe
+    input of each row, any order, inputs may have different numbers of rows).
+
+    Inputs are exchanged only with inputs of the same number of rows (a permutation within each
+    stratum of equal counts), so a subsample of rows that keeps more rows of some images than of
+    others can still be permuted without splitting an image. Under the null (no pairing of inputs
+    between the networks) inputs are exchangeable, and so they are within strata: the null stays
+    exact; an input alone in its stratum stays in place, which can only make p larger.
+    """
+    row_input = np.asarray(row_input).ravel()
+    _, inverse, counts = np.unique(row_input, return_inverse=True, return_counts=True)
+    grouped = np.argsort(inverse, kind="stable")  # rows input by input, row order kept within
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    target = np.arange(len(counts))
+    for count in np.unique(counts):
+        members = np.flatnonzero(counts == count)
+        target[members] = members[rng.permutation(len(members))]
+    owner = np.repeat(np.arange(len(counts)), counts)
+    within = np.arange(len(row_input)) - starts[owner]
+    order = np.empty(len(row_input), dtype=np.int64)
+    order[grouped] = grouped[starts[target[owner]] + within]
+    return order
 
 
 def permutation_test(statistic: Callable[[np.ndarray, np.ndarray], float], x: np.ndarray, y: np.ndarray, *,

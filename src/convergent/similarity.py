@@ -65,6 +65,7 @@ from scipy import stats
 
 from convergent.matching import bipartite_matching
 from convergent.mutual_knn import mutual_knn
+from convergent.significance import permute_inputs
 from convergent.soft_matching import soft_matching_distance, soft_matching_distance_cov
 
 # Eigenvalues below this fraction of the largest are treated as zero: dead units and exactly
@@ -457,9 +458,14 @@ def compute(name: str, x: np.ndarray, y: np.ndarray, **kwargs) -> float:
 
 
 def permutation_null(fn: Callable[[np.ndarray, np.ndarray], float], x: np.ndarray, y: np.ndarray,
-                     n_permutations: int, seed: int = 0) -> np.ndarray:
-    """``fn(x, y[π])`` for ``n_permutations`` random row permutations π: the value a measure
-    takes when the pairing of inputs is broken but each representation's own structure kept."""
+                     n_permutations: int, seed: int = 0, row_input: np.ndarray | None = None) -> np.ndarray:
+    """``fn(x, y[π])`` for ``n_permutations`` random permutations π of the probe inputs: the value a
+    measure takes when the pairing of inputs is broken but each representation's own structure
+    kept. ``row_input``: the probe input of each row, when an input has several (positions of a
+    map); its rows then move together (:func:`convergent.significance.permute_inputs`), since
+    rows shuffled one by one lose their within-image dependence and the null sits too low."""
     x, y = _paired(x, y)
     rng = np.random.default_rng(seed)
-    return np.array([fn(x, y[rng.permutation(y.shape[0])]) for _ in range(n_permutations)])
+    if row_input is None:
+        return np.array([fn(x, y[rng.permutation(y.shape[0])]) for _ in range(n_permutations)])
+    return np.array([fn(x, y[permute_inputs(row_input, rng)]) for _ in range(n_permutations)])

@@ -64,7 +64,7 @@ from scipy import stats
 from convergent import ranges
 from convergent.precision import SeedPlan, VarianceComponents, seeds_for_width, variance_components
 from convergent.significance import (PermutationTest, holm, input_rows, permutation_p_value, permutation_test,
-                                     tail_p_value)
+                                     permute_inputs, tail_p_value)
 
 __all__ = [
     "LEVEL",
@@ -87,6 +87,7 @@ __all__ = [
     "permutation_test",
     "permutation_p_value",
     "input_rows",
+    "permute_inputs",
     "holm",
     "VarianceComponents",
     "variance_components",

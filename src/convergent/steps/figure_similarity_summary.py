@@ -3,8 +3,8 @@
 One panel per measure; x: layer; three series, each the mean over pairs:
 trained seed vs trained seed (the answer), trained seed vs an untrained network of the same
 architecture (what architecture and input statistics alone give), and the permutation null
-(trained pairs with B's rows shuffled: chance for that measure, sample size and width). The two
-network series carry their multi-bootstrap interval as a band (convergent.intervals: seeds and
+(trained pairs with B's probe images shuffled, whole images at a time: chance for that measure,
+sample size and width). The two network series carry their multi-bootstrap interval as a band (convergent.intervals: seeds and
 probe inputs resampled where the layer has stored replicates of the measure, seeds only
 otherwise); the null its std over pairs. Also writes the numbers as a table.
 """
