@@ -107,8 +107,12 @@ def test_table1_step_reports_first_pair_and_spread(experiment, tmp_path):
 def test_mi_table_compares_the_two_measures(experiment, tmp_path):
     out = Named(csv=tmp_path / "mi.csv", md=tmp_path / "mi.md", tex=tmp_path / "mi.tex")
     table_li2016_mi.main(Named(corr=[experiment.matches[(0, 1)]], mi=[experiment.mi.matching]), out,
-                         SimpleNamespace(cfg=CFG_MATCH), [])
-    row = pd.read_csv(out.csv).iloc[0]
+                         SimpleNamespace(cfg=CFG_MATCH, statistics=STATISTICS), [])
+    table = pd.read_csv(out.csv)
+    row = table.iloc[0]
+    mean = table.iloc[1]  # one pair: the layer's mean row repeats it and says no interval is possible
+    assert mean["pair"] == "mean" and mean["mi_semi"] == pytest.approx(row["mi_semi"])
+    assert np.isnan(mean["mi_semi_lo"]) and "one seed pair" in mean["note"]
     corr, mi = read_match_csv(experiment.matches[(0, 1)]), read_match_csv(experiment.mi.matching)
     best = [set(map(tuple, f.nlargest(2, "semi_value")[["unit", "semi_partner"]].values)) for f in (corr, mi)]
     assert row["pair"] == "0-1" and row["top2_same"] == len(best[0] & best[1])

@@ -18,7 +18,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from sklearn.metrics import adjusted_rand_score  # noqa: E402
 
-from conftest import Named, copy_run, planned_jobs, tiny_config, write_config, write_conv_activations  # noqa: E402
+from conftest import STATISTICS, Named, copy_run, planned_jobs, tiny_config, write_config, write_conv_activations  # noqa: E402
 from convergent.clustering import read_clusters_json  # noqa: E402
 from convergent.correlation import joint_layer_statistics  # noqa: E402
 from convergent.sparse_mapping import decay_grid  # noqa: E402
@@ -122,8 +122,12 @@ def test_tables(experiment, tmp_path):
     assert t2.decay.astype(float).tolist() == pytest.approx(raw.decay.tolist(), rel=1e-2)
     assert "conv1 loss" in out.md.read_text() and "\\begin{tabular}" in out.tex.read_text()
     out = Named(csv=tmp_path / "c.csv", md=tmp_path / "c.md", tex=tmp_path / "c.tex")
-    table_li2016_clusters.main(Named(json=[experiment.clusters]), out, SimpleNamespace(), [])
-    row = pd.read_csv(out.csv).iloc[0]
+    table_li2016_clusters.main(Named(json=[experiment.clusters]), out, SimpleNamespace(statistics=STATISTICS), [])
+    clusters = pd.read_csv(out.csv)
+    row = clusters.iloc[0]
+    mean = clusters.iloc[1]  # one pair: its mean row has the same values and says no interval is possible
+    assert mean["pair"] == "mean" and mean["clusters between-net sim"] == pytest.approx(row["clusters between-net sim"])
+    assert np.isnan(mean["clusters between-net sim lo"]) and "one seed pair" in mean["note"]
     assert (row["layer"], row["pair"], row["k"], row["clusters"], row["clusters with both"]) == \
         ("conv1", "0-1", 4, 4, 4)
     assert row["dead"] == 1

@@ -77,7 +77,7 @@ def test_link_is_the_logit_fisher_z_and_log():
     g, inverse = ranges.link((0.0, math.inf))
     np.testing.assert_allclose(g(x), np.log(x), rtol=1e-12)
     np.testing.assert_allclose(inverse(g(x)), x, rtol=1e-12)
-    assert ranges.link(None) is None and ranges.bounds("lmc_barrier") is None
+    assert ranges.link(None) is None and ranges.bounds("debiased_cka") is None
     with pytest.raises(ValueError, match="outside its range"):
         ranges.link((0.0, 1.0))[0](np.array([0.5, 1.2]))
 

@@ -29,8 +29,9 @@ from convergent import ranges
 from convergent import statistics as st
 from convergent.replicates import LayerReplicates
 
-__all__ = ["Settings", "load_replicates", "pair_mean", "mean_interval", "describe", "interval_fields", "frame_intervals", "subspace_intervals", "tests_table",
-           "seeds_needed_table", "TEST_MEASURES"]
+__all__ = ["Settings", "load_replicates", "pair_mean", "mean_interval", "describe", "interval_fields", "frame_intervals",
+           "subspace_intervals", "tests_table", "seeds_needed_table", "TEST_MEASURES", "settings_of", "pair_fields",
+           "net_fields", "merge_notes", "split_pair", "summary_rows"]
 
 #: the measures the tests table compares: Li et al.'s mean matching correlation and linear CKA
 TEST_MEASURES = ("matching", "linear_cka")
@@ -105,6 +106,70 @@ def mean_interval(values: Mapping[Pair, float], settings: Settings, replicates: 
     statistic = pair_mean(values, settings, replicates, measure, untrained)
     return st.bootstrap(statistic, replicates=settings.replicates, seed=settings.seed, level=settings.level,
                         method=settings.method)
+
+
+def settings_of(params) -> "Settings | None":
+    """The interval settings of a step's ``params.statistics``; None when the rule passes none
+    (a table then has no interval columns)."""
+    cfg = getattr(params, "statistics", None)
+    return None if cfg is None else Settings.from_config(cfg)
+
+
+def split_pair(name: str) -> Pair:
+    """``"0-1"`` or ``"seed0-untrained100"`` as a pair of network names."""
+    a, b = str(name).split("-")
+    return a, b
+
+
+def pair_fields(values: Mapping[Pair, float], settings: Settings, measure: str, *, untrained: Sequence[Hashable] = (),
+                fixed: str = "per-pair values", prefix: str = "") -> dict:
+    """``lo``, ``hi``, ``note`` (prefixed) of the mean of per-pair values over seeds, pairs rebuilt
+    from the drawn seeds; no finite values or a missing one: no interval, and the note says why.
+    With one pair, :func:`describe` says that no interval over seeds is possible."""
+    vals = list(values.values())
+    if not vals or not np.isfinite(np.asarray(vals, dtype=np.float64)).all():
+        return {f"{prefix}lo": math.nan, f"{prefix}hi": math.nan,
+                f"{prefix}note": "no interval: " + ("no values" if not vals else "a pair has no finite value")}
+    return interval_fields(mean_interval(values, settings, measure=measure, untrained=untrained), fixed, prefix)
+
+
+def net_fields(values: Mapping[Hashable, float], settings: Settings, measure: str, *, fixed: str = "",
+               prefix: str = "") -> dict:
+    """``lo``, ``hi``, ``note`` (prefixed) of the mean of per-network values (accuracy) over seeds."""
+    vals = np.asarray(list(values.values()), dtype=np.float64)
+    if not vals.size or not np.isfinite(vals).all():
+        return {f"{prefix}lo": math.nan, f"{prefix}hi": math.nan, f"{prefix}note": "no interval: no finite values"}
+    stat = st.per_net(list(vals), list(values), correct=settings.correct, bounds=ranges.bounds(measure))
+    return interval_fields(_boot(stat, settings), fixed, prefix)
+
+
+def summary_rows(table: pd.DataFrame, by: Sequence[str], quantities: Mapping[str, str], settings: Settings, *,
+                 pair: str = "pair", label: str = "mean", fixed: str = "per-pair values", sep: str = "_") -> pd.DataFrame:
+    """Per group of ``by``: the mean over the group's pairs (column ``pair``, ``"a-b"``) of each
+    quantity (``{column: range name}``) with ``{column}{sep}lo``, ``{column}{sep}hi``, as rows whose
+    ``pair`` is ``label``; one ``note`` per row (:func:`merge_notes`)."""
+    rows = []
+    for key, group in table.groupby(list(by), sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        row, notes = {**dict(zip(by, key)), pair: label}, {}
+        for column, measure in quantities.items():
+            values = {split_pair(p): float(v) for p, v in zip(group[pair], group[column])}
+            fields = pair_fields(values, settings, measure, fixed=fixed)
+            row.update({column: float(np.mean(list(values.values()))), f"{column}{sep}lo": fields["lo"],
+                        f"{column}{sep}hi": fields["hi"]})
+            notes[column] = fields["note"]
+        row["note"] = merge_notes(notes)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def merge_notes(notes: Mapping[str, str]) -> str:
+    """One note for several quantities of a row: the shared text when they agree, else each
+    prefixed by its quantity."""
+    texts = [n for n in notes.values() if n]
+    if len(set(texts)) <= 1:
+        return texts[0] if texts else ""
+    return "; ".join(f"{q}: {n}" for q, n in notes.items() if n)
 
 
 def describe(ci: st.Interval, fixed: str = "") -> str:

@@ -9,7 +9,7 @@ back (:func:`link`); every table looks its quantity's range up here by name.
 ``(lo, hi)`` with ``±inf`` for an open side. A quantity that is missing raises: a new table must
 say what its numbers can be before it gets intervals.
 
->>> bounds("linear_cka"), bounds("mi"), bounds("lmc_barrier")
+>>> bounds("linear_cka"), bounds("mi"), bounds("difference")
 ((0.0, 1.0), (0.0, inf), None)
 >>> g, inverse = link((0.0, 1.0))
 >>> float(inverse(g(0.25)))
@@ -48,15 +48,17 @@ RANGES: dict[str, tuple[float, float]] = {
     "overlap": (0.0, 1.0),  # fraction of units whose two partners coincide
     # per-network and per-table quantities
     "accuracy": (0.0, 1.0),
-    "mi": (0.0, INF),  # mutual information in bits
+    "mi": (0.0, INF),  # mutual information (bits or nats)
     "nmi": (0.0, 1.0),  # normalized mutual information
     "correlation": (-1.0, 1.0),
     "fraction": (0.0, 1.0),
+    "count": (0.0, INF),
     "loss": (0.0, INF),  # a squared error or a cross-entropy
-    # functional comparisons: a barrier is a loss difference (negative when the midpoint is
-    # better than the ends), a stitching penalty an accuracy difference; neither is bounded
-    "lmc_barrier": (-INF, INF),
-    "stitching_penalty": (-INF, INF),
+    # functional comparisons: a barrier is the largest excess over the straight line between the
+    # ends, which the ends themselves give as 0; a stitching penalty is an accuracy difference
+    "loss_barrier": (0.0, INF),
+    "accuracy_barrier": (0.0, 1.0),
+    "stitching_penalty": (-1.0, 1.0),
     "difference": (-INF, INF),
 }
 

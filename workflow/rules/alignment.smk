@@ -89,6 +89,7 @@ rule table_li2016_mi:
         mi=[f"{OUT}/matching_mi/{layer}/{a}-{b}.csv" for layer in LAYERS for a, b in MI_PAIRS],
     params:
         code=code("table_li2016_mi"),
+        statistics=INTERVAL_SECTION,
         cfg=section("match"),
     log:
         f"{OUT}/logs/table_li2016_mi.log",

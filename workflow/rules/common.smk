@@ -106,6 +106,12 @@ def section(name, drop=(), keep=None):
     return {k: cfg[k] for k in (keep if keep is not None else [k for k in cfg if k not in drop])}
 
 
+# The `statistics` keys that shape intervals (not the replicates): each table rule with intervals
+# takes these (issue 12).
+INTERVAL_KEYS = ("replicates", "seed", "level", "interval", "correct")
+INTERVAL_SECTION = section("statistics", keep=INTERVAL_KEYS)
+
+
 # Training depends on the dataset's split, not on which held-out images are probed.
 TRAINING_DATASET = section("dataset", drop=("probe_images", "probe_seed"))
 

@@ -88,6 +88,7 @@ rule figure_functional_lmc:
         curves=[f"{OUT}/functional/interpolation/{a}-{b}.csv" for a, b in CONNECTIVITY_PAIRS],
     params:
         code=code("figure_functional_lmc"),
+        statistics=INTERVAL_SECTION,
         pairs=CONNECTIVITY_PAIRS,
         figures=section("figures"),
     log:
@@ -108,6 +109,7 @@ rule figure_functional_stitching:
         pairs=[f"{OUT}/functional/stitching/{a}-{b}.csv" for a, b in STITCHING_PAIRS],
     params:
         code=code("figure_functional_stitching"),
+        statistics=INTERVAL_SECTION,
         layers=STITCH_LAYERS,
         figures=section("figures"),
     log:

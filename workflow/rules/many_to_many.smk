@@ -58,6 +58,7 @@ rule table_li2016_table2:
         csv=pair_files(f"{OUT}/sparse/{{layer}}/{{a}}-{{b}}.csv", SPARSE_PAIRS),
     params:
         code=code("table_li2016_table2"),
+        statistics=INTERVAL_SECTION,
         layers=LAYERS,
     log:
         f"{OUT}/logs/table_li2016_table2.log",
@@ -127,6 +128,7 @@ rule table_li2016_clusters:
         json=pair_files(f"{OUT}/clusters/{{layer}}/{{a}}-{{b}}.json", CLUSTER_PAIRS),
     params:
         code=code("table_li2016_clusters"),
+        statistics=INTERVAL_SECTION,
     log:
         f"{OUT}/logs/table_li2016_clusters.log",
     benchmark:

@@ -90,6 +90,7 @@ rule figure_similarity_cross_layer:
         pairs=SIMILARITY_PAIRS + SIMILARITY_UNTRAINED_PAIRS,
     params:
         code=code("figure_similarity_cross_layer"),
+        statistics=INTERVAL_SECTION,
         cfg=section("similarity"),
         layers=LAYERS,
         figures=section("figures"),

@@ -9,6 +9,7 @@ rule table_accuracy:
         + [f"{OUT}/models/untrained{s}.json" for s in UNTRAINED],
     params:
         code=code("table_accuracy"),
+        statistics=INTERVAL_SECTION,
     log:
         f"{OUT}/logs/table_accuracy.log",
     benchmark:

@@ -8,9 +8,7 @@ TRAINED_NET_PAIRS = [(f"seed{a}", f"seed{b}") for a, b in PAIRS]
 BASELINE_NET_PAIRS = [(f"seed{s}", f"untrained{u}") for u in UNTRAINED for s in SEEDS]
 # One file per layer; every summary table that reports an interval reads them.
 REPLICATES = [f"{OUT}/statistics/{layer}.h5" for layer in LAYERS]
-# The keys that shape intervals (not the replicates): each table rule takes these.
-INTERVAL_KEYS = ("replicates", "seed", "level", "interval", "correct")
-INTERVAL_SECTION = section("statistics", keep=INTERVAL_KEYS)
+# INTERVAL_KEYS, INTERVAL_SECTION: common.smk (the accuracy table, included first, takes them too)
 
 
 rule bootstrap:

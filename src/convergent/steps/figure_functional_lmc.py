@@ -3,13 +3,16 @@
 One figure per seed pair and one of the mean over pairs (± std): held-out loss and accuracy of
 ``(1 − α)·θ_A + α·θ_B'`` against α for B' = B unaligned, activation-matched and weight-matched
 (the curves of Ainsworth et al. 2023; batch-norm statistics reset at every α as in Jordan et al.
-2023). The table gives each pair's barrier and the mean and std over pairs.
+2023). The table gives each pair's barrier and the mean and std over pairs; the mean rows carry
+the bootstrap interval over seeds of both barriers (`*_barrier_lo`, `*_barrier_hi`: pairs rebuilt
+from the drawn seeds, held-out images fixed); with one pair the note says none is possible.
 """
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
 from convergent.connectivity import barrier_table
+from convergent.intervals import merge_notes, pair_fields, settings_of, split_pair
 from convergent.plotting import outputs_named, save_figure
 from convergent.tables import write_table
 
@@ -50,9 +53,37 @@ def main(inputs, outputs, params, log):
     fig = draw(curves, f"Linear interpolation, mean ± std over {n} seed pair{'s' * (n > 1)}")
     save_figure(fig, outputs_named(outputs, "functional_lmc_mean"), dpi=params.figures["dpi"])
     table = barrier_table(curves)
-    write_table(table, str(outputs.csv)[: -len(".csv")], float_format="{:.4f}",
-                caption="Loss and accuracy barriers of linear interpolation between seed pairs")
+    caption = "Loss and accuracy barriers of linear interpolation between seed pairs"
+    settings = settings_of(params)
+    if settings is not None:
+        table = with_intervals(table, settings)
+        caption += (f"; rows 'mean': lo, hi are {settings.level:.0%} bootstrap intervals over seeds (see note)")
+    write_table(table, str(outputs.csv)[: -len(".csv")], float_format="{:.4f}", caption=caption)
     print(table.to_string(index=False))
+
+
+def with_intervals(table: pd.DataFrame, settings) -> pd.DataFrame:
+    """Interval columns of both barriers on the ``mean`` rows of :func:`barrier_table`."""
+    table = table.copy()
+    per_pair = table[~table["pair"].isin(["mean", "std"])]
+    for column in ("loss_barrier_lo", "loss_barrier_hi", "accuracy_barrier_lo", "accuracy_barrier_hi", "note"):
+        table[column] = pd.Series(dtype=object if column == "note" else float)
+    for alignment, group in per_pair.groupby("alignment", sort=False):
+        row = table.index[(table["pair"] == "mean") & (table["alignment"] == alignment)]
+        notes = {}
+        for quantity in ("loss_barrier", "accuracy_barrier"):
+            values = {split_pair(p): v for p, v in zip(group["pair"], group[quantity])}
+            fields = pair_fields(values, settings, quantity, fixed="held-out images fixed")
+            table.loc[row, f"{quantity}_lo"] = fields["lo"]
+            table.loc[row, f"{quantity}_hi"] = fields["hi"]
+            notes[quantity] = fields["note"]
+        table.loc[row, "note"] = merge_notes(notes)
+    columns = list(table.columns)
+    for quantity in ("accuracy_barrier", "loss_barrier"):
+        for end in ("hi", "lo"):
+            columns.remove(f"{quantity}_{end}")
+            columns.insert(columns.index(quantity) + 1, f"{quantity}_{end}")
+    return table[columns].assign(level=settings.level, interval=settings.label)
 
 
 if __name__ == "__main__":

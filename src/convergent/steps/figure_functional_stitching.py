@@ -3,13 +3,16 @@
 x: the stitched layer, input to output; y: B's held-out accuracy minus the stitched network's
 (A's bottom, a map, B's top), for the trained stitching layer (Bansal et al. 2021), Li et al.'s
 matching as a permutation and Li et al.'s sparse L1 map; mean ± std over seed pairs, each pair
-as a thin line.
+as a thin line. The table's mean penalty carries its bootstrap interval over seeds (`penalty_lo`,
+`penalty_hi`: pairs rebuilt from the drawn seeds, held-out images fixed); with one pair the note
+says none is possible.
 """
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from convergent.intervals import pair_fields, settings_of
 from convergent.plotting import save_figure
 from convergent.stitching import STITCHES, stitching_table
 from convergent.tables import write_table
@@ -23,8 +26,20 @@ def main(inputs, outputs, params, log):
     frame = pd.concat([pd.read_csv(p) for p in inputs.pairs], ignore_index=True)
     layers = list(params.layers)
     table = stitching_table(frame, layers)
-    write_table(table, str(outputs.csv)[: -len(".csv")], float_format="{:.4f}",
-                caption="Stitching penalty (B's accuracy minus the stitched accuracy) per layer, over seed pairs")
+    caption = "Stitching penalty (B's accuracy minus the stitched accuracy) per layer, over seed pairs"
+    settings = settings_of(params)
+    if settings is not None and len(table):
+        fields = [pair_fields({(str(a), str(b)): v for a, b, v in
+                               frame[(frame["layer"] == r.layer) & (frame["stitch"] == r.stitch)][
+                                   ["a", "b", "penalty"]].itertuples(index=False)},
+                              settings, "stitching_penalty", fixed="held-out images fixed")
+                  for r in table.itertuples()]
+        at = table.columns.get_loc("penalty_mean") + 1
+        table.insert(at, "penalty_lo", [f["lo"] for f in fields])
+        table.insert(at + 1, "penalty_hi", [f["hi"] for f in fields])
+        table = table.assign(note=[f["note"] for f in fields], level=settings.level, interval=settings.label)
+        caption += f"; lo, hi: {settings.level:.0%} bootstrap interval of the mean penalty over seeds (see note)"
+    write_table(table, str(outputs.csv)[: -len(".csv")], float_format="{:.4f}", caption=caption)
     print(table.to_string(index=False))
 
     x = np.arange(len(layers))

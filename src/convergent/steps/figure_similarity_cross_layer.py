@@ -5,7 +5,11 @@ trained seed and an untrained network. Rows are net A's layers, columns net B's;
 one row per probe image (positions averaged), so diagonal and off-diagonal cells compare alike.
 If networks trained from different seeds learn corresponding representations layer by layer,
 the diagonal stands out. The table states it in numbers: mean diagonal, mean off-diagonal, and
-the fraction of A's layers whose most similar layer of B is the same layer.
+the fraction of A's layers whose most similar layer of B is the same layer; the two means with
+their bootstrap interval over seeds (`diagonal_lo`, `diagonal_hi`, `off_diagonal_lo`,
+`off_diagonal_hi`: the mean over pairs of each pair's diagonal (off-diagonal) mean, pairs rebuilt
+from the drawn seeds, untrained networks their own group; probe inputs fixed). The best-row
+fraction is a function of the mean map, not a mean over pairs, and has none.
 """
 
 
@@ -14,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from convergent import similarity as sim
+from convergent.intervals import merge_notes, pair_fields, settings_of
 from convergent.plotting import outputs_named, save_figure
 from convergent.tables import write_table
 
@@ -40,9 +45,34 @@ def diagonal_summary(grid: np.ndarray, higher_is_similar: bool) -> dict:
             "diagonal_is_best_row": float(np.mean(best == np.arange(len(grid))))}
 
 
+def pair_means(frame: pd.DataFrame, measure: str, kind: str) -> dict:
+    """``{(net_a, net_b): (diagonal mean, off-diagonal mean)}`` of each pair's own map."""
+    sub = frame[(frame["scope"] == "cross_layer") & (frame["measure"] == measure) & (frame["kind"] == kind)]
+    out = {}
+    for (a, b), pair in sub.groupby(["net_a", "net_b"], sort=False):
+        same = pair["layer_a"] == pair["layer_b"]
+        off = pair.loc[~same, "value"]
+        out[(a, b)] = (float(np.nanmean(pair.loc[same, "value"])),
+                       float(np.nanmean(off)) if len(off) else np.nan)
+    return out
+
+
+def interval_columns(frame: pd.DataFrame, measure: str, kind: str, settings) -> dict:
+    means = pair_means(frame, measure, kind)
+    untrained = sorted({b for _, b in means}) if kind == "untrained" else []
+    row, notes = {}, {}
+    for i, name in enumerate(("diagonal", "off_diagonal")):
+        fields = pair_fields({p: v[i] for p, v in means.items()}, settings, measure, untrained=untrained,
+                             fixed="probe inputs fixed (one row per image)")
+        row.update({f"{name}_lo": fields["lo"], f"{name}_hi": fields["hi"]})
+        notes[name] = fields["note"]
+    return {**row, "note": merge_notes(notes)}
+
+
 def main(inputs, outputs, params, log):
     frame = pd.concat([pd.read_csv(p) for p in inputs.pairs], ignore_index=True)
     layers, measures = list(params.layers), list(params.cfg["measures"])
+    settings = settings_of(params)
     rows = []
     for measure in measures:
         info = sim.MEASURES[measure]
@@ -69,15 +99,22 @@ def main(inputs, outputs, params, log):
                         ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=6,
                                 color="black" if bright else "white")
             rows.append({"measure": measure, "kind": kind, "pairs": n_pairs,
-                         **diagonal_summary(grid, info.higher_is_similar)})
+                         **diagonal_summary(grid, info.higher_is_similar),
+                         **(interval_columns(frame, measure, kind, settings) if settings is not None else {})})
         fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8).ax.tick_params(labelsize=7)
         fig.suptitle(f"{info.label} ({info.reference}), every layer pair\none row per image: spatial mean",
                      fontsize=8)
         stem = f"similarity_cross_layer_{measure}"
         save_figure(fig, outputs_named(outputs, stem), dpi=params.figures["dpi"])
     table = pd.DataFrame(rows)
-    write_table(table, str(outputs.csv)[: -len(".csv")],
-                caption="Cross-layer similarity: same layer (diagonal) vs other layers")
+    caption = "Cross-layer similarity: same layer (diagonal) vs other layers"
+    if settings is not None:
+        columns = ["measure", "kind", "pairs", "diagonal_mean", "diagonal_lo", "diagonal_hi", "off_diagonal_mean",
+                   "off_diagonal_lo", "off_diagonal_hi", "diagonal_is_best_row", "note"]
+        table = table[columns].assign(level=settings.level, interval=settings.label)
+        caption += (f"; lo, hi: {settings.level:.0%} bootstrap intervals over seeds of the diagonal and "
+                    "off-diagonal means (see note)")
+    write_table(table, str(outputs.csv)[: -len(".csv")], caption=caption)
     print(table.to_string(index=False))
 
 
