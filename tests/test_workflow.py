@@ -75,6 +75,24 @@ def test_tables_carry_intervals_and_tests(tiny_run):
     assert len(perm) == 2 * len(LAYERS) and perm["p_method"].str.contains("1 \\+ 99").all()
     needed = pd.read_csv(tables / "seeds_needed.csv")
     assert (needed["seeds"] == len(tiny_config()["seeds"])).all() and (needed["width"] > 0).all()
+    # bounded measures' intervals stay in their range (convergent.ranges)
+    for measure, (lo, hi) in (("linear_cka", (0, 1)), ("cca", (0, 1)), ("rsa", (-1, 1))):
+        rows = same[same["measure"] == measure]
+        assert (rows["trained_vs_trained_lo"].dropna() >= lo).all() and (rows["trained_vs_trained_hi"].dropna() <= hi).all()
+    assert (wang["lo"].dropna() >= 0).all() and (wang["hi"].dropna() <= 1).all()
+    # the note stands once under the Markdown table, not in a column
+    md = (tables / "li2016_table1.md").read_text()
+    assert "note" not in md.splitlines()[0] and md.count("over seeds and inputs") == 1
+    # the tables that gained intervals (issue 12, part 4)
+    accuracy = pd.read_csv(tables / "accuracy.csv")
+    mean = accuracy[accuracy["network"].str.startswith("mean")].iloc[0]
+    bounded(pd.Series([mean["lo"]]), pd.Series([mean["heldout_accuracy"]]), pd.Series([mean["hi"]]))
+    cross = pd.read_csv(tables / "similarity_cross_layer.csv")
+    bounded(cross["diagonal_lo"], cross["diagonal_mean"], cross["diagonal_hi"])
+    for stem, column in (("li2016_mi_vs_correlation", "mi_semi_lo"), ("li2016_clusters", "clusters between-net sim lo"),
+                         ("li2016_table2", "note")):
+        table = pd.read_csv(tables / f"{stem}.csv")
+        assert column in table.columns and "note" in table.columns, stem
 
 
 def test_long_jobs_log_progress(tiny_run):

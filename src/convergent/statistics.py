@@ -27,6 +27,10 @@ blocks from the B blocks of probe inputs, and recomputes the statistic with thos
   networks and blocks are paired; a difference of two statistics (``s1 - s2``) is bootstrapped on
   shared draws (layer-to-layer differences, trained vs untrained).
 
+A statistic may carry the range of its values (``bounds``, from :mod:`convergent.ranges`): the
+finite-seed correction below, and the basic interval's reflection, are then made on the range's
+link scale (logit, Fisher's z, log), so replicates and intervals stay inside it.
+
 Intervals are percentile (default), BCa (Efron 1987) or basic, computed by
 ``scipy.stats.bootstrap`` from the replicates (passed as its ``bootstrap_result``); BCa's
 acceleration is scipy's jackknife over every resampled dimension (leave one seed out, one block
@@ -299,7 +303,7 @@ def _corrected(base: np.ndarray, drawn: np.ndarray, scale: float, bounds) -> np.
     distribution does, and close to the raw correction mid-range. Clipping raw replicates instead
     would pile them on the bound and make the interval's end there whatever the data."""
     mapping = ranges.link(bounds)
-    if mapping is None:
+    if mapping is None or scale == 1.0:
         return base + scale * (drawn - base)
     g, inverse = mapping
     with np.errstate(invalid="ignore"):
