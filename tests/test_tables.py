@@ -57,3 +57,15 @@ def test_csv_keeps_every_column_and_markdown_puts_notes_under_the_table(tmp_path
 def test_a_table_without_notes_is_unchanged():
     df = pd.DataFrame({"layer": ["conv1"], "value": [0.25]})
     assert tables.markdown(df) == df.assign(value=["0.250"]).to_markdown(index=False)
+
+
+def test_interval_columns_empty_in_every_row_are_left_out_of_markdown_only(tmp_path):
+    df = pd.DataFrame({"decay": [0.0, 0.1], "conv1 loss": [0.1, 0.2], "conv1 loss lo": [np.nan, np.nan],
+                       "conv1 loss hi": [np.nan, np.nan], "matching_lo": [0.1, np.nan], "hole": [np.nan, np.nan],
+                       "note": ["one seed pair and no input resampling: no interval"] * 2})
+    csv, md, tex = tables.write_table(df, tmp_path / "t")
+    assert list(pd.read_csv(csv).columns) == list(df.columns)
+    header = md.read_text().splitlines()[0]
+    assert "conv1 loss lo" not in header and "conv1 loss hi" not in header
+    assert "matching_lo" in header and "hole" in header  # partly filled, or not an interval column
+    assert "conv1 loss lo" not in tex.read_text()

@@ -183,7 +183,7 @@ def describe(ci: st.Interval, fixed: str = "") -> str:
         parts.append(f"over seeds ({ci.seeds} seeds)" + (f"; inputs fixed: {fixed}" if fixed else ""))
     elif ci.over == "inputs":
         parts.append(f"over inputs only ({ci.blocks} input blocks)")
-    else:
+    elif not ci.note:  # a note of its own says why there is none
         parts.append("no interval")
     if ci.note:
         parts.append(ci.note)

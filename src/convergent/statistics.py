@@ -618,7 +618,9 @@ def _interval(statistic: Statistic, resamples: Resamples, level: float, method: 
         used = "percentile"
         lo, hi = _scipy_interval(statistic, resamples, reps[finite], level, used, dims)
     bias = float(reps[finite].mean() - estimate)
-    if used == "percentile" and abs(bias) > 0.5 * reps[finite].std():
+    # rounding gives replicates that are all equal a "bias" of 1e-17: only a spread can carry one
+    spread = reps[finite].std()
+    if used == "percentile" and abs(bias) > 0.5 * spread and spread > 1e-12 * max(1.0, abs(estimate)):
         notes.append(f"bootstrap bias {bias:+.3g} exceeds half the standard error: the statistic is biased "
                      "at this sample size, and a percentile interval inherits the bias (the basic interval "
                      "or a debiased measure corrects it)")

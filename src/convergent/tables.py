@@ -5,7 +5,8 @@ The CSV keeps every column, one value per cell, so a program can filter on any o
 Markdown and LaTeX forms are read by people, and a sentence repeated in every row (what an
 interval was resampled over, its level) makes them too wide to read: those columns
 (:data:`NOTE_COLUMNS`) are written once under the table instead, as numbered notes that the rows
-point to (``[1]``) when they differ between rows, as one line when they do not.
+point to (``[1]``) when they differ between rows, as one line when they do not. Interval columns
+that are empty in every row (one seed pair: none is possible) are left out there too.
 
 >>> df = pd.DataFrame({"layer": ["conv1", "conv2"], "lo": [0.1, 0.2], "level": [0.95, 0.95],
 ...                    "note": ["over seeds (4 seeds)", "over seeds (4 seeds)"]})
@@ -64,6 +65,16 @@ def split_notes(shown: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return table, lines
 
 
+#: interval columns (``lo``, ``matching_hi``, ``conv1 loss lo``): left out of Markdown and LaTeX
+#: when no row has one (one seed pair), where the note says why
+INTERVAL_COLUMNS = re.compile(r"(^|[_ ])(lo|hi)$")
+
+
+def _without_empty_intervals(df: pd.DataFrame) -> pd.DataFrame:
+    empty = [c for c in df.columns if INTERVAL_COLUMNS.search(str(c)) and df[c].isna().all()]
+    return df.drop(columns=empty)
+
+
 def _blank(value) -> bool:
     return value is None or (isinstance(value, float) and pd.isna(value)) or str(value) == ""
 
@@ -77,8 +88,9 @@ def _rounded(df: pd.DataFrame, float_format: str) -> pd.DataFrame:
 
 
 def markdown(df: pd.DataFrame, float_format: str = "{:.3f}") -> str:
-    """The Markdown form: rounded, note columns as lines under the table (:func:`split_notes`)."""
-    table, lines = split_notes(df)
+    """The Markdown form: rounded, note columns as lines under the table (:func:`split_notes`),
+    interval columns empty in every row left out."""
+    table, lines = split_notes(_without_empty_intervals(df))
     text = _rounded(table, float_format).to_markdown(index=False)
     return text + ("\n\n" + "\n\n".join(lines) if lines else "")
 
@@ -94,7 +106,7 @@ def _latex_escape(text: str) -> str:
 def latex(df: pd.DataFrame, float_format: str = "{:.3f}", caption: str | None = None) -> str:
     """The LaTeX form: note columns as a small paragraph under the tabular, inside the table;
     the caption escaped."""
-    table, lines = split_notes(df)
+    table, lines = split_notes(_without_empty_intervals(df))
     # pandas escapes the cells but not the caption, and captions say "95%": a LaTeX comment
     text = _rounded(table, float_format).to_latex(index=False, escape=True,
                                                   caption=None if caption is None else _latex_escape(caption))
