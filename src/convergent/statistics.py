@@ -307,10 +307,12 @@ def _corrected(base: np.ndarray, drawn: np.ndarray, scale: float, bounds) -> np.
         return base + scale * (drawn - base)
     g, inverse = mapping
     with np.errstate(invalid="ignore"):
-        gb = g(base)
-        out = inverse(gb + scale * (g(drawn) - gb))
-    # a replicate that draws what the estimate used stays the estimate, bit for bit
-    return np.where(drawn == base, base, out)
+        gb, gd = g(base), g(drawn)
+        out = inverse(gb + scale * (gd - gb))
+    # a replicate that draws what the estimate used stays the estimate, bit for bit; one whose
+    # deviation vanished on the link scale (both within ranges.EDGE of a bound) keeps its own
+    # value rather than the edge's
+    return np.where(drawn == base, base, np.where(gd == gb, drawn, out))
 
 
 def _weighted_mean(weight: np.ndarray, values: np.ndarray) -> np.ndarray:
