@@ -6,7 +6,10 @@ architecture (what architecture and input statistics alone give), and the permut
 (trained pairs with B's rows shuffled: chance for that measure, sample size and width). The two
 network series carry their multi-bootstrap interval as a band (convergent.intervals: seeds and
 probe inputs resampled where the layer has stored replicates of the measure, seeds only
-otherwise); the null its std over pairs. Also writes the numbers as a table.
+otherwise); the null its std over pairs. Also writes the numbers as a table, with each layer's
+rogue units (`rogue_units`: the most any trained network has, tables/rogue_dimensions; marked * on
+the x axis), which the measures that sum over units report rather than the representation unless
+`similarity.standardize` is on.
 """
 
 import matplotlib.pyplot as plt
@@ -17,6 +20,7 @@ from convergent import similarity as sim
 from convergent.intervals import Settings, interval_fields, load_replicates, mean_interval
 from convergent.plotting import save_figure
 from convergent.replicates import LayerReplicates
+from convergent.rogue_dimensions import rogue_counts
 from convergent.tables import write_table
 
 SERIES = [  # (label, kind, null, colour)
@@ -31,10 +35,12 @@ WITH_INTERVAL = ("trained vs trained", "trained vs untrained")
 
 
 def summarize(frame: pd.DataFrame, layers: list[str], measures: list[str], settings: Settings | None = None,
-              replicates: dict[str, LayerReplicates] | None = None) -> pd.DataFrame:
+              replicates: dict[str, LayerReplicates] | None = None,
+              rogue: dict[str, int] | None = None) -> pd.DataFrame:
     """Per layer and measure: mean and std over pairs of each series (permutations averaged
     within a pair first, so every pair weighs the same); with ``settings``, the network series'
-    ``*_lo``, ``*_hi``, ``*_note`` (what was resampled) and the table's ``level``, ``interval``."""
+    ``*_lo``, ``*_hi``, ``*_note`` (what was resampled) and the table's ``level``, ``interval``;
+    with ``rogue`` (layer -> rogue units), a ``rogue_units`` column."""
     same = frame[frame["scope"] == "same_layer"]
     per_pair = same.groupby(["kind", "null", "net_a", "net_b", "layer_a", "measure"], as_index=False)["value"].mean()
     series = dict(list(per_pair.groupby(["kind", "null", "layer_a", "measure"])))
@@ -43,6 +49,8 @@ def summarize(frame: pd.DataFrame, layers: list[str], measures: list[str], setti
     for layer in layers:
         for measure in measures:
             row = {"layer": layer, "measure": measure}
+            if rogue is not None:
+                row["rogue_units"] = int(rogue.get(layer, 0))
             for label, kind, null, _ in SERIES:
                 key = label.replace(" ", "_")
                 sel = series.get((kind, null, layer, measure), empty)
@@ -76,10 +84,16 @@ def main(inputs, outputs, params, log):
     layers, measures = list(params.layers), list(params.cfg["measures"])
     settings = Settings.from_config(params.statistics)
     replicates = load_replicates(params.layers, getattr(inputs, "replicates", []))
-    table = summarize(frame, layers, measures, settings, replicates)
+    rogue = None
+    if getattr(inputs, "rogue", None):
+        rogue = rogue_counts(pd.read_csv(inputs.rogue), layers)
+    table = summarize(frame, layers, measures, settings, replicates, rogue)
+    units = "standardised units" if params.cfg["standardize"] else "raw units (similarity.standardize off)"
     write_table(table, str(outputs.csv)[: -len(".csv")],
-                caption=f"Same-layer similarity, mean and std over network pairs, with {settings.level:.0%} "
-                        "multi-bootstrap intervals of the means (lo, hi; the note says what was resampled)")
+                caption=f"Same-layer similarity on {units}, mean and std over network pairs, with {settings.level:.0%} "
+                        "multi-bootstrap intervals of the means (lo, hi; the note says what was resampled)"
+                        + ("; rogue_units: the layer's rogue dimensions (most in one network, tables/rogue_dimensions)"
+                           if rogue is not None else ""))
 
     cols = min(5, len(measures))
     rows = int(np.ceil(len(measures) / cols))
@@ -103,7 +117,8 @@ def main(inputs, outputs, params, log):
                             label=f"{label} ({n})")
         info = sim.MEASURES[measure]
         ax.set_title(info.label, fontsize=9)
-        ax.set_xticks(x, layers, rotation=45 if len(layers) > 6 else 0, fontsize=7)
+        ax.set_xticks(x, [f"{layer}*" if rogue and rogue.get(layer) else layer for layer in layers],
+                      rotation=45 if len(layers) > 6 else 0, fontsize=7)
         ax.tick_params(axis="y", labelsize=7)
         ax.grid(alpha=0.3)
         if not info.higher_is_similar:
@@ -111,8 +126,9 @@ def main(inputs, outputs, params, log):
     for ax in list(axes.flat)[len(measures):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=6, loc="best")
-    fig.suptitle(f"Same layer across networks: mean over pairs (n in legend); bands: {settings.level:.0%} "
-                 "multi-bootstrap intervals; null: ± std", fontsize=10)
+    marked = "; *: layer with rogue dimensions" if rogue and any(rogue.values()) else ""
+    fig.suptitle(f"Same layer across networks ({units}): mean over pairs (n in legend); bands: {settings.level:.0%} "
+                 f"multi-bootstrap intervals; null: ± std{marked}", fontsize=10)
     save_figure(fig, [p for p in outputs if not str(p).endswith((".csv", ".md", ".tex"))],
                 dpi=params.figures["dpi"])
     trained = table[["layer", "measure", "trained_vs_trained_mean", "permutation_null_mean"]]
