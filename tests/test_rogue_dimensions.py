@@ -24,7 +24,7 @@ from convergent.steps import figure_similarity_summary, table_rogue_dimensions
 
 CFG = {"measures": ["linear_cka", "procrustes", "cca", "matching"], "svcca_variance": 0.99, "rbf_sigma": 0.8,
        "subspace_eps": 0.5, "max_rows": 10_000, "kernel_rows": 50, "permutations": 0, "seed": 0,
-       "mutual_knn_k": 10, "standardize": False, "rogue_variance_ratio": 10, "rogue_mean_z": 10}
+       "mutual_knn_k": 10, "standardize": False, "pooling": "mean", "rogue_variance_ratio": 10, "rogue_mean_z": 10}
 
 
 def reference(x: np.ndarray) -> tuple[list[float], list[float]]:

@@ -11,7 +11,10 @@ Two kinds of comparison:
   computed with B's rows shuffled (``null = permutation``): the value expected by chance.
 * ``scope = cross_layer``: A's layer i vs B's layer j for every i, j, on one row per probe image,
   since rows of different conv layers are not paired: a conv layer's spatial mean over the whole
-  map (``input_mean`` in the activation file), an fc layer's values.
+  map (``input_mean`` in the activation file), an fc layer's values; for probe text, with
+  ``pooling: first``, each passage's first-token row instead of its mean over tokens (CLS for
+  BERT, the first real token for causal LMs; ``input_first``). RSA and mutual k-NN use the same
+  per-input rows.
 
 With ``standardize`` every unit is scaled to unit variance first (native rows, pooled rows, and the
 streamed covariances, which become correlations), so that no unit counts more than another: the
@@ -32,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from convergent import similarity as sim
-from convergent.activations import layer_attrs, read_input_means, read_samples
+from convergent.activations import layer_attrs, read_input_rows, read_samples
 from convergent.correlation import LayerStats
 from convergent.progress import progress_callback
 from convergent.rogue_dimensions import standardize, standardize_covs
@@ -138,8 +141,8 @@ def compare_pair(act_a, act_b, layers: list[str], cfg: dict, kind: str, net_a: s
         rows.append((kind, net_a, net_b, scope, la, lb, name, null, permutation, n_rows, float(value)))
 
     # One row per probe image, the same images in both nets: paired however a layer is pooled.
-    pooled_a = [read_input_means(act_a, layer) for layer in layers]
-    pooled_b = [read_input_means(act_b, layer) for layer in layers]
+    pooled_a = [read_input_rows(act_a, layer, cfg["pooling"]) for layer in layers]
+    pooled_b = [read_input_rows(act_b, layer, cfg["pooling"]) for layer in layers]
     scale = standardize if cfg["standardize"] else (lambda x: x)
     pooled_a, pooled_b = [scale(x) for x in pooled_a], [scale(x) for x in pooled_b]
     n_images = pooled_a[0].shape[0]

@@ -10,6 +10,13 @@ one tokenizer (checked when a seed is imported: :func:`check_same_tokens`), so t
 Which positions may be sampled (:attr:`TextProbe.valid`): real tokens only, never padding
 (``attention_mask`` 0) and, unless ``dataset.special_tokens`` is true, never special tokens
 (CLS, SEP, BOS, EOS).
+
+Where an analysis needs one row per passage (cross-layer maps, RSA), a passage is either pooled
+over its valid tokens (the mean) or represented by its first token (:attr:`TextProbe.first_token`,
+:func:`first_token_positions`): the CLS token where the tokenizer puts one first (BERT: a
+bidirectional encoder's CLS sees the whole passage, and pre-training shapes it as the summary),
+else the first real token (GPT-2, Pythia: a causal model's BOS, if any, is the same input for every
+passage; note that a causal model's first real token sees only itself).
 """
 
 from __future__ import annotations
@@ -87,6 +94,7 @@ class TextProbe:
     attention_mask: np.ndarray  # [n, T]
     valid: np.ndarray  # [n, T] bool: positions that may be sampled
     tokens: list[list[str]]  # [n][T] token strings, for figures
+    first_token: np.ndarray | None = None  # [n]: the position of each passage's first-token row
     name: str = "text"
     in_channels: int = 0
     num_classes: int | None = None
@@ -119,7 +127,31 @@ def load_text_probe(cfg: dict, tokenizer) -> TextProbe:
     if not cfg.get("special_tokens", False):
         valid &= ~encoded["special_tokens_mask"].astype(bool)
     tokens = [tokenizer.convert_ids_to_tokens(row.tolist()) for row in encoded["input_ids"]]
-    return TextProbe(chosen, index, encoded["input_ids"], encoded["attention_mask"], valid, tokens)
+    first = first_token_positions(encoded["input_ids"], encoded["attention_mask"], encoded["special_tokens_mask"],
+                                  getattr(tokenizer, "cls_token_id", None))
+    return TextProbe(chosen, index, encoded["input_ids"], encoded["attention_mask"], valid, tokens, first)
+
+
+def first_token_positions(input_ids: np.ndarray, attention_mask: np.ndarray, special_tokens_mask: np.ndarray,
+                          cls_token_id: int | None) -> np.ndarray:
+    """``[n]``: per passage, the position of its CLS token when its first attended token is the
+    tokenizer's CLS (BERT), else of its first attended non-special token (causal LMs: after any
+    left padding and BOS); a passage of special tokens only falls back to its first attended one.
+
+    >>> ids = np.array([[101, 7, 8, 102, 0], [0, 0, 50, 7, 8]])   # BERT-like; left-padded with a BOS (50)
+    >>> mask = np.array([[1, 1, 1, 1, 0], [0, 0, 1, 1, 1]])
+    >>> special = np.array([[1, 0, 0, 1, 1], [1, 1, 1, 0, 0]])
+    >>> first_token_positions(ids, mask, special, 101).tolist(), first_token_positions(ids[1:], mask[1:], special[1:], None).tolist()
+    ([0, 3], [3])
+    """
+    attended = np.asarray(attention_mask).astype(bool)
+    real = attended & ~np.asarray(special_tokens_mask).astype(bool)
+    first_attended = np.argmax(attended, axis=1)
+    rows = np.arange(len(attended))
+    is_cls = (np.asarray(input_ids)[rows, first_attended] == cls_token_id if cls_token_id is not None
+              else np.zeros(len(rows), dtype=bool))
+    first_real = np.where(real.any(axis=1), np.argmax(real, axis=1), first_attended)
+    return np.where(is_cls, first_attended, first_real).astype(np.int64)
 
 
 def check_same_tokens(reference, other, passages: list[str], max_length: int, what: str) -> None:
