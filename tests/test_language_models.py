@@ -64,6 +64,38 @@ def test_missing_and_empty_text_files_are_named(tmp_path):
         read_passages({"path": str(tmp_path / "empty.txt")})
 
 
+def test_passages_from_a_datasets_builder_with_local_files(families, tmp_path):
+    pytest.importorskip("datasets", reason="the [text] extra (datasets) is not installed")
+    texts = sentences(30, seed=3)
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"content": t, "id": i}) + "\n" for i, t in enumerate(texts)))
+    cfg = {"hub": "json", "data_files": str(path), "split": "train", "text_field": "content", "min_words": 8}
+    assert read_passages(cfg) == [t for t in texts if len(t.split()) >= 8]
+    probe = load_text_probe({**text_cfg(None), "path": None, **cfg, "probe_passages": 10},
+                            load_tokenizer(str(families["bert"][0])))
+    assert len(probe) == 10 and set(probe.passages) <= set(texts)
+    with pytest.raises(TextProbeError, match=r"'dataset.text_field'.*no column 'body'.*\['content', 'id'\]"):
+        read_passages({**cfg, "text_field": "body"})
+    with pytest.raises(TextProbeError, match=r"'dataset.path' and 'dataset.hub': give one"):
+        read_passages({**cfg, "path": str(path)})
+
+
+def test_passages_from_a_dataset_saved_to_disk_and_an_uncached_hub_id(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets", reason="the [text] extra (datasets) is not installed")
+    texts = sentences(12, seed=4)
+    saved = tmp_path / "saved"
+    datasets.DatasetDict({"test": datasets.Dataset.from_dict({"text": texts + ["", "  "]}),
+                          "train": datasets.Dataset.from_dict({"text": ["other"]})}).save_to_disk(str(saved))
+    cfg = {"hub": str(saved), "split": "test", "text_field": "text", "hub_config": None, "data_files": None}
+    assert read_passages(cfg) == texts  # blank rows skipped
+    with pytest.raises(TextProbeError, match=r"'dataset.split'.*no split 'validation' \(it has \['test', 'train'\]\)"):
+        read_passages({**cfg, "split": "validation"})
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)  # read at import: no network tries
+    with pytest.raises(TextProbeError, match=r"dataset 'nobody-here/no-such-corpus'.*could not be loaded.*HF_HOME"):
+        read_passages({**cfg, "hub": "nobody-here/no-such-corpus"})
+
+
 def test_token_positions_avoid_padding_and_special_tokens_and_are_reproducible():
     rng = np.random.default_rng(0)
     valid = np.zeros((6, 12), dtype=bool)
