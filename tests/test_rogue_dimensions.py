@@ -165,3 +165,23 @@ def test_rogue_table_step_and_the_flag_in_the_similarity_summary(rogue_pair, tmp
     summary = pd.read_csv(outputs.csv)
     assert (summary["rogue_units"] == 1).all()
     assert "raw units" in (tmp_path / "s.md").read_text() or "raw units" in (tmp_path / "s.tex").read_text()
+
+
+class RawReplicates:
+    """Stored replicates that must not be read: they are of raw units."""
+
+    def __getattr__(self, name):
+        raise AssertionError(f"replicates of raw units read ({name})")
+
+
+def test_standardized_summaries_do_not_take_intervals_from_replicates_of_raw_units():
+    from convergent.intervals import Settings
+
+    frame = pd.DataFrame([("trained", f"seed{a}", f"seed{b}", "same_layer", "fc1", "fc1", "linear_cka", "none", -1, 100, v)
+                          for (a, b), v in {(0, 1): 0.7, (0, 2): 0.75, (1, 2): 0.8}.items()], columns=pairs.COLUMNS)
+    settings = Settings.from_config(STATISTICS)
+    table = figure_similarity_summary.summarize(frame, ["fc1"], ["linear_cka"], settings, {"fc1": RawReplicates()},
+                                                standardized=True)
+    assert "similarity.standardize" in table["trained_vs_trained_note"].iloc[0]
+    with pytest.raises(AssertionError, match="replicates of raw units read"):
+        figure_similarity_summary.summarize(frame, ["fc1"], ["linear_cka"], settings, {"fc1": RawReplicates()})

@@ -30,17 +30,22 @@ SERIES = [  # (label, kind, null, colour)
 ]
 
 
+#: measures that scaling units leaves unchanged, so replicates of raw units fit standardised ones
+SCALE_INVARIANT = ("cca", "matching")
+
 #: series with an interval over networks (the null's spread is over permutations, not a sample of seeds)
 WITH_INTERVAL = ("trained vs trained", "trained vs untrained")
 
 
 def summarize(frame: pd.DataFrame, layers: list[str], measures: list[str], settings: Settings | None = None,
               replicates: dict[str, LayerReplicates] | None = None,
-              rogue: dict[str, int] | None = None) -> pd.DataFrame:
+              rogue: dict[str, int] | None = None, standardized: bool = False) -> pd.DataFrame:
     """Per layer and measure: mean and std over pairs of each series (permutations averaged
     within a pair first, so every pair weighs the same); with ``settings``, the network series'
     ``*_lo``, ``*_hi``, ``*_note`` (what was resampled) and the table's ``level``, ``interval``;
-    with ``rogue`` (layer -> rogue units), a ``rogue_units`` column."""
+    with ``rogue`` (layer -> rogue units), a ``rogue_units`` column. ``standardized``: the values are
+    of standardised units, so the stored replicates (raw units) only serve the measures that
+    standardising leaves unchanged; the others are resampled over seeds only."""
     same = frame[frame["scope"] == "same_layer"]
     per_pair = same.groupby(["kind", "null", "net_a", "net_b", "layer_a", "measure"], as_index=False)["value"].mean()
     series = dict(list(per_pair.groupby(["kind", "null", "layer_a", "measure"])))
@@ -59,14 +64,17 @@ def summarize(frame: pd.DataFrame, layers: list[str], measures: list[str], setti
                 row[f"{key}_std"] = float(v.std(ddof=0)) if len(v) else np.nan
                 row[f"{key}_pairs"] = int(len(v))
                 if settings is not None and label in WITH_INTERVAL:
-                    row.update(_interval(sel, kind, measure, settings, (replicates or {}).get(layer), key))
+                    rep, fixed = (replicates or {}).get(layer), None
+                    if standardized and measure not in SCALE_INVARIANT:
+                        rep, fixed = None, "similarity.standardize (the stored replicates are of raw units)"
+                    row.update(_interval(sel, kind, measure, settings, rep, key, fixed))
             if settings is not None:
                 row.update({"level": settings.level, "interval": settings.label})
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _interval(sel, kind, measure, settings, rep, key) -> dict:
+def _interval(sel, kind, measure, settings, rep, key, fixed=None) -> dict:
     """Interval columns of one series (``sel``: its per-pair values): the mean over its pairs,
     bootstrapped over seeds (the untrained networks as their own group) and, with stored
     replicates, over probe inputs."""
@@ -75,7 +83,8 @@ def _interval(sel, kind, measure, settings, rep, key) -> dict:
         return {f"{key}_lo": np.nan, f"{key}_hi": np.nan, f"{key}_note": "no interval: no finite values"}
     untrained = sorted(set(sel["net_b"])) if kind == "untrained" else []
     ci = mean_interval(values, settings, rep, measure, untrained)
-    fixed = (rep.block_note or "no replicates of this measure") if rep is not None else "per-pair values"
+    if fixed is None:
+        fixed = (rep.block_note or "no replicates of this measure") if rep is not None else "per-pair values"
     return interval_fields(ci, fixed, prefix=f"{key}_")
 
 
@@ -87,7 +96,7 @@ def main(inputs, outputs, params, log):
     rogue = None
     if getattr(inputs, "rogue", None):
         rogue = rogue_counts(pd.read_csv(inputs.rogue), layers)
-    table = summarize(frame, layers, measures, settings, replicates, rogue)
+    table = summarize(frame, layers, measures, settings, replicates, rogue, params.cfg["standardize"])
     units = "standardised units" if params.cfg["standardize"] else "raw units (similarity.standardize off)"
     write_table(table, str(outputs.csv)[: -len(".csv")],
                 caption=f"Same-layer similarity on {units}, mean and std over network pairs, with {settings.level:.0%} "
