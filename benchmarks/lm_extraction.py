@@ -16,7 +16,7 @@ and on one random-weight BERT built from its configuration (no hub needed):
 then extrapolates to the preset (2,000 passages, 10 positions each, 5 seeds) and prints the
 largest peak against 24 GiB. Memory is the process's resident set, sampled every 5 ms.
 
-    PYTHONPATH=src python benchmarks/lm_extraction.py [--passages 64 --length 128 --batch 16 --hidden 768
+    PYTHONPATH=src python benchmarks/lm_extraction.py [--passages 64 --length 128 --batch 16 --hidden 768 --repeats 2
         --blocks 12 --threads 2 --seeds 5 --rows 20000]
 """
 
@@ -116,6 +116,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=768)
     parser.add_argument("--blocks", type=int, default=12)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--seeds", type=int, default=5, help="networks correlated jointly")
     parser.add_argument("--rows", type=int, default=20000, help="token rows per layer correlated (the preset's)")
     parser.add_argument("--preset-passages", type=int, default=2000)
@@ -153,7 +154,7 @@ def main() -> None:
                 model, probe, probes, tmp / f"{cfg['dtype']}.h5", cfg, {"seed": 0}, torch.device("cpu")))
         for name, run in runs.items():  # interleaved, so load on a shared machine hits all alike
             times, peaks = [], []
-            for _ in range(2):  # the peak is the process's, so a later run never shows less
+            for _ in range(args.repeats):  # the peak is the process's, so a later run never shows less
                 with PeakMemory() as memory:
                     began = time.perf_counter()
                     run()
