@@ -110,8 +110,11 @@ def section(name, drop=(), keep=None):
     return {k: cfg[k] for k in (keep if keep is not None else [k for k in cfg if k not in drop])}
 
 
-# Training depends on the dataset's split, not on which held-out images are probed.
-TRAINING_DATASET = section("dataset", drop=("probe_images", "probe_seed"))
+# Training depends on the dataset's split, not on which held-out images are probed; nor on where
+# probe text comes from (language models are never trained), so that adding those keys retrains
+# nothing.
+TRAINING_DATASET = section("dataset", drop=("probe_images", "probe_seed", "hub", "hub_config", "split", "data_files",
+                                            "min_words"))
 
 
 def one_of(values):
