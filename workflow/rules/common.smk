@@ -110,11 +110,13 @@ def section(name, drop=(), keep=None):
     return {k: cfg[k] for k in (keep if keep is not None else [k for k in cfg if k not in drop])}
 
 
-# Training depends on the dataset's split, not on which held-out images are probed; nor on where
-# probe text comes from (language models are never trained), so that adding those keys retrains
-# nothing.
-TRAINING_DATASET = section("dataset", drop=("probe_images", "probe_seed", "hub", "hub_config", "split", "data_files",
-                                            "min_words"))
+# Training depends on the dataset's split, not on which held-out images are probed.
+TRAINING_DATASET = section("dataset", drop=("probe_images", "probe_seed"))
+# Image training never reads where probe text comes from (language models are imported, never
+# trained; their import reads the passages through TRAINING_DATASET): these keys stay out of its
+# params, so that adding them to the schema retrains no network.
+IMAGE_TRAINING_DATASET = section("dataset", drop=("probe_images", "probe_seed", "hub", "hub_config", "split",
+                                                  "data_files", "min_words"))
 
 
 def one_of(values):
