@@ -45,7 +45,8 @@ PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 class PeakMemory:
-    """The peak resident set above the level at entry, sampled from /proc every 5 ms."""
+    """The process's peak resident set (``peak``) and its rise above the level at entry
+    (``above``), sampled from /proc every 5 ms."""
 
     def __enter__(self):
         self.start = self.peak = self._rss()
@@ -152,18 +153,19 @@ def main() -> None:
                    "position_seed": 0, "top_k": 9}
             runs[f"extract {dtype}"] = (lambda cfg=cfg: extract_text_activations(
                 model, probe, probes, tmp / f"{cfg['dtype']}.h5", cfg, {"seed": 0}, torch.device("cpu")))
-        for name, run in runs.items():  # interleaved, so load on a shared machine hits all alike
-            times, peaks = [], []
-            for _ in range(args.repeats):  # the peak is the process's, so a later run never shows less
+        # One run after another, not interleaved: the resident peak is the process's, and
+        # interleaving would lend one run's peak to the next (the forward passes go first).
+        for name, run in runs.items():
+            times = []
+            for _ in range(args.repeats):
                 with PeakMemory() as memory:
                     began = time.perf_counter()
                     run()
                     times.append(time.perf_counter() - began)
-                peaks.append(memory.above)
-            results[name] = (statistics.median(times), max(peaks), memory.peak)
-        reference_time, _, reference_memory = results["plain forward"]
+            results[name] = (statistics.median(times), memory.peak)
+        reference_time, reference_memory = results["plain forward"]
         print("extraction (reference: the plain forward passes)")
-        for name, (seconds, _, peak) in results.items():
+        for name, (seconds, peak) in results.items():
             size = (tmp / f"{name.split()[-1]}.h5").stat().st_size if name.startswith("extract") else 0
             print(f"  {name:16s} {seconds:7.2f} s  {seconds / reference_time:5.2f}x   peak RSS {peak / 2**20:7.1f} MiB "
                   f"({peak / reference_memory:5.2f}x)" + (f"   file {size / 2**20:6.1f} MiB" if size else ""))
@@ -194,7 +196,7 @@ def main() -> None:
     # The preset: extraction memory does not grow with the passages (batches, top-k records);
     # the file does, linearly; correlation holds a few joint matrices and one chunk of rows.
     preset_file = file_per_passage * args.preset_passages
-    extract_peak = results["extract float16"][2]
+    extract_peak = results["extract float16"][1]
     print(f"preset ({args.preset_passages:,} passages, {args.positions} positions, {args.seeds} seeds): "
           f"activation file ~{preset_file / 2**20:,.0f} MiB per seed; peak RSS ~{extract_peak / GIB:.2f} GiB "
           f"extracting (the whole process), +{correlate_peak / GIB:.2f} GiB correlating one layer "
