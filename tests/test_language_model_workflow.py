@@ -2,7 +2,7 @@
 hub download's format), probe text from a file, a residual-stream layer (hidden_states.2) and an
 MLP layer (encoder.layer.1.intermediate). Nothing is trained: seeds are imported, the untrained
 baseline is drawn from the configuration. A focused set of targets keeps it short: matching and
-the token figure (Fig. 2), mutual information with signed bins."""
+the token figure and table (Fig. 2), mutual information with signed bins."""
 
 from __future__ import annotations
 
@@ -72,6 +72,20 @@ def test_text_run_writes_paired_token_rows_and_every_target(lm_run):
     assert "strongest tokens in context" in log
     import_log = (lm_run / "results" / "lm" / "logs" / "import_checkpoint" / "seed1.log").read_text()
     assert "tokenizes all 40 passages" in import_log
+
+
+def test_token_table_of_best_and_worst_units_is_in_the_report_tables(lm_run):
+    import pandas as pd
+
+    table = pd.read_csv(lm_run / "results" / "lm" / "tables" / "li2016_fig2_tokens.csv")
+    assert set(table["layer"]) == set(LAYERS) and set(table["rank"]) == {"best", "worst"}
+    for layer, rows in table.groupby("layer"):
+        matching = pd.read_csv(lm_run / "results" / "lm" / "matching" / layer / "0-1.csv").set_index("unit")
+        np.testing.assert_allclose(rows["value"], matching.loc[rows["unit"], "semi_value"])
+        assert (rows["partner"].to_numpy() == matching.loc[rows["unit"], "semi_partner"].to_numpy()).all()
+        best, worst = rows[rows["rank"] == "best"], rows[rows["rank"] == "worst"]
+        assert best["value"].min() >= worst["value"].max()
+    assert table["seed0"].str.contains(r"\[[^\]]+\]").all() and table["seed1"].str.contains(r"\[").all()
 
 
 def test_signed_token_layers_get_percentile_bins_without_a_zero_bin(lm_run):

@@ -64,6 +64,38 @@ def test_missing_and_empty_text_files_are_named(tmp_path):
         read_passages({"path": str(tmp_path / "empty.txt")})
 
 
+def test_passages_from_a_datasets_builder_with_local_files(families, tmp_path):
+    pytest.importorskip("datasets", reason="the [text] extra (datasets) is not installed")
+    texts = sentences(30, seed=3)
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"content": t, "id": i}) + "\n" for i, t in enumerate(texts)))
+    cfg = {"hub": "json", "data_files": str(path), "split": "train", "text_field": "content", "min_words": 8}
+    assert read_passages(cfg) == [t for t in texts if len(t.split()) >= 8]
+    probe = load_text_probe({**text_cfg(None), "path": None, **cfg, "probe_passages": 10},
+                            load_tokenizer(str(families["bert"][0])))
+    assert len(probe) == 10 and set(probe.passages) <= set(texts)
+    with pytest.raises(TextProbeError, match=r"'dataset.text_field'.*no column 'body'.*\['content', 'id'\]"):
+        read_passages({**cfg, "text_field": "body"})
+    with pytest.raises(TextProbeError, match=r"'dataset.path' and 'dataset.hub': give one"):
+        read_passages({**cfg, "path": str(path)})
+
+
+def test_passages_from_a_dataset_saved_to_disk_and_an_uncached_hub_id(tmp_path, monkeypatch):
+    datasets = pytest.importorskip("datasets", reason="the [text] extra (datasets) is not installed")
+    texts = sentences(12, seed=4)
+    saved = tmp_path / "saved"
+    datasets.DatasetDict({"test": datasets.Dataset.from_dict({"text": texts + ["", "  "]}),
+                          "train": datasets.Dataset.from_dict({"text": ["other"]})}).save_to_disk(str(saved))
+    cfg = {"hub": str(saved), "split": "test", "text_field": "text", "hub_config": None, "data_files": None}
+    assert read_passages(cfg) == texts  # blank rows skipped
+    with pytest.raises(TextProbeError, match=r"'dataset.split'.*no split 'validation' \(it has \['test', 'train'\]\)"):
+        read_passages({**cfg, "split": "validation"})
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)  # read at import: no network tries
+    with pytest.raises(TextProbeError, match=r"dataset 'nobody-here/no-such-corpus'.*could not be loaded.*HF_HOME"):
+        read_passages({**cfg, "hub": "nobody-here/no-such-corpus"})
+
+
 def test_token_positions_avoid_padding_and_special_tokens_and_are_reproducible():
     rng = np.random.default_rng(0)
     valid = np.zeros((6, 12), dtype=bool)
@@ -82,6 +114,37 @@ def test_passages_shorter_than_the_positions_asked_for_are_an_error():
     with pytest.raises(TextProbeError, match=r"1 of 3 probe passages.*positions_per_image = 4.*passage 1 with 2.*"
                                              r"max_length"):
         sample_token_positions("x", valid, 4, seed=0)
+
+
+def test_first_token_is_cls_for_bert_and_the_first_real_token_for_causal_models():
+    from convergent.text import first_token_positions
+
+    # BERT: [CLS] a b [SEP] [PAD]; right padding, CLS first.
+    ids, mask, special = [[101, 7, 8, 102, 0]], [[1, 1, 1, 1, 0]], [[1, 0, 0, 1, 1]]
+    assert first_token_positions(np.array(ids), np.array(mask), np.array(special), 101).tolist() == [0]
+    # Causal, left-padded, a BOS (50) first: the first real token is after both.
+    ids, mask, special = [[0, 0, 50, 7, 8], [50, 9, 7, 0, 0]], [[0, 0, 1, 1, 1], [1, 1, 1, 0, 0]], \
+        [[1, 1, 1, 0, 0], [1, 0, 0, 1, 1]]
+    assert first_token_positions(np.array(ids), np.array(mask), np.array(special), None).tolist() == [3, 1]
+    # A tokenizer with a CLS token that does not lead the passage: the first real token still.
+    assert first_token_positions(np.array(ids), np.array(mask), np.array(special), 101).tolist() == [3, 1]
+
+
+def test_first_token_pooling_is_refused_for_image_maps(tmp_path):
+    from convergent.activations import read_input_rows
+
+    path = tmp_path / "image.h5"
+    with h5py.File(path, "w") as h5:
+        group = h5.create_group("layers/conv1")
+        group.create_dataset("samples", data=np.ones((4, 2), dtype=np.float32))
+        group.create_dataset("positions", data=np.zeros((4, 3), dtype=np.int64))
+        group.create_dataset("input_mean", data=np.ones((2, 2), dtype=np.float32))
+        group.attrs["kind"] = "spatial"
+        h5.create_dataset("layers/fc1/samples", data=np.arange(6.0).reshape(3, 2))
+        h5["layers/fc1"].attrs["kind"] = "vector"
+    with pytest.raises(ValueError, match=r"no first-token rows.*first-token pooling is for probe text.*pooling: mean"):
+        read_input_rows(path, "conv1", "first")
+    np.testing.assert_array_equal(read_input_rows(path, "fc1", "first"), np.arange(6.0).reshape(3, 2))
 
 
 def test_token_context_marks_the_token_and_leaves_out_padding():
@@ -214,6 +277,33 @@ def test_seeds_import_and_extract_paired_token_rows(families, tmp_path, kind, mo
     mask = torch.as_tensor(probe.valid)[..., None]
     np.testing.assert_allclose(means, ((states * mask).sum(1) / mask.sum(1)).numpy(), rtol=1e-4, atol=1e-5)
     assert ids.shape == (20, 24)
+    # First-token rows: BERT's CLS (position 0); the causal model's first token that is neither
+    # padding nor special (its tokenizer adds none here, and pads on the right: position 0 too).
+    from convergent.activations import read_input_rows
+
+    with h5py.File(files["seed1"]) as h5:
+        first = h5["probe/first_token"][()]
+        attention = h5["probe/attention_mask"][()]
+    if kind == "bert":
+        assert (first == 0).all() and (ids[:, 0] == tokenizer.cls_token_id).all()
+    else:
+        assert (first == 0).all() and attention[:, 0].all() and not np.isin(ids[:, 0], tokenizer.all_special_ids).any()
+    np.testing.assert_allclose(read_input_rows(files["seed1"], "hidden_states.2", "first"),
+                               states[torch.arange(len(probe)), torch.as_tensor(first)].numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(read_input_rows(files["seed1"], "hidden_states.2", "mean"), means)
+    # The similarity stage's per-passage rows follow similarity.pooling.
+    from convergent import similarity as sim
+    from convergent.network_similarity import compare_pair
+
+    cfg = {"measures": ["linear_cka", "rsa"], "svcca_variance": 0.99, "rbf_sigma": 0.8, "subspace_eps": 0.5,
+           "max_rows": 1000, "kernel_rows": 100, "permutations": 0, "seed": 0, "mutual_knn_k": 5,
+           "standardize": False, "pooling": "first"}
+    frame = compare_pair(str(files["seed1"]), str(files["seed2"]), ["hidden_states.2", module_layer], cfg,
+                         "trained", "seed1", "seed2", log=lambda *_: None)
+    cell = frame.query("scope == 'cross_layer' and measure == 'linear_cka' and layer_a == @module_layer "
+                       "and layer_b == 'hidden_states.2'")["value"].item()
+    assert cell == pytest.approx(sim.linear_cka(read_input_rows(files["seed1"], module_layer, "first"),
+                                                read_input_rows(files["seed2"], "hidden_states.2", "first")), abs=1e-9)
 
 
 def test_convergent_layers_lists_hidden_states_and_modules(families, tmp_path):

@@ -28,7 +28,8 @@ from convergent.steps import similarity as step  # noqa: E402
 IMAGES, PER_IMAGE, CONV, FC = 60, 5, 6, 5
 LAYERS = ["conv1", "fc1"]
 CFG = {"measures": sorted(sim.MEASURES), "svcca_variance": 0.99, "rbf_sigma": 0.8, "subspace_eps": 0.5,
-       "max_rows": 10_000, "kernel_rows": 50, "permutations": 2, "seed": 0, "mutual_knn_k": 10}
+       "max_rows": 10_000, "kernel_rows": 50, "permutations": 2, "seed": 0, "mutual_knn_k": 10,
+       "standardize": False, "pooling": "mean", "rogue_variance_ratio": 10, "rogue_mean_z": 10}
 FIGURES = {"dpi": 50, "formats": ["png"]}
 
 

@@ -22,6 +22,9 @@ File layout (one file per network, self-describing; docs/architecture.md, "File 
 * ``/layers/{layer}/input_mean`` (float32 ``[n_inputs, n_units]``): spatial and token layers only,
   each probe input's activation averaged over the whole map / all tokens: one pooled row per
   input, for the measures that need one (cross-layer maps, RSA).
+* ``/layers/{layer}/input_first`` (float32 ``[n_inputs, n_units]``): token layers of probe text
+  only, each passage's row at its first token (``/probe/first_token``: CLS for BERT, the first
+  real token for causal LMs), the other pooling (:func:`read_input_rows`).
 * ``/layers/{layer}/top_activations`` (compound ``[n_units, k]`` of ``image, y, x, value``): each
   unit's k largest activations over every probe input and every position; ``image`` is the row
   in the probe set (index ``/probe/image_index`` with it for the dataset index).
@@ -80,6 +83,9 @@ def root_attrs(path: str | os.PathLike) -> dict:
 # Kinds of files written before token layers existed.
 LEGACY_KINDS = {"conv": "spatial", "fc": "vector"}
 INPUT_MEAN = "input_mean"
+INPUT_FIRST = "input_first"
+#: how a per-input row is made from a layer's positions (config key 'similarity.pooling')
+POOLINGS = ("mean", "first")
 _LEGACY_INPUT_MEAN = "image_mean"
 
 
@@ -155,6 +161,26 @@ def read_input_means(path: str | os.PathLike, layer: str) -> np.ndarray:
             raise ValueError(f"{path}: layer {layer!r} has no {INPUT_MEAN} (written by an older "
                              "extractor); re-extract it (snakemake --forcerun extract)")
         return check_finite(np.asarray(group["samples"][()], dtype=np.float64), path, layer)
+
+
+def read_input_rows(path: str | os.PathLike, layer: str, pooling: str = "mean") -> np.ndarray:
+    """One row per probe input, pooled as asked: ``mean`` (:func:`read_input_means`) or ``first``
+    (a token sequence's first-token row, ``input_first``; a vector layer's rows either way)."""
+    if pooling == "mean":
+        return read_input_means(path, layer)
+    if pooling != "first":
+        raise ValueError(f"pooling {pooling!r}: expected one of {POOLINGS}")
+    with open_hdf5(path, "activation file") as h5:
+        group = _layer_group(h5, path, layer)
+        if INPUT_FIRST in group:
+            return check_finite(np.asarray(group[INPUT_FIRST][()], dtype=np.float64), path, layer, f" of {INPUT_FIRST}")
+        if "positions" not in group:
+            return check_finite(np.asarray(group["samples"][()], dtype=np.float64), path, layer)
+        kind = group.attrs.get("kind", "")
+    why = ("a map of image positions has no first token; first-token pooling is for probe text"
+           if kind != "tokens" else "written by an older extractor; re-extract it (snakemake --forcerun extract)")
+    raise ValueError(f"{path}: layer {layer!r} has no first-token rows ({INPUT_FIRST}): {why}; "
+                     "or set config key 'similarity.pooling: mean'")
 
 
 def read_top_activations(path: str | os.PathLike, layer: str) -> np.ndarray:

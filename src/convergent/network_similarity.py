@@ -14,7 +14,17 @@ Two kinds of comparison:
   observed pair, and the null would sit too low (:func:`convergent.significance.permute_inputs`).
 * ``scope = cross_layer``: A's layer i vs B's layer j for every i, j, on one row per probe image,
   since rows of different conv layers are not paired: a conv layer's spatial mean over the whole
-  map (``input_mean`` in the activation file), an fc layer's values.
+  map (``input_mean`` in the activation file), an fc layer's values; for probe text, with
+  ``pooling: first``, each passage's first-token row instead of its mean over tokens (CLS for
+  BERT, the first real token for causal LMs; ``input_first``). RSA and mutual k-NN use the same
+  per-input rows.
+
+With ``standardize`` every unit is scaled to unit variance first (native rows, pooled rows, and the
+streamed covariances, which become correlations), so that no unit counts more than another: the
+rogue dimensions of a transformer's residual stream (:mod:`convergent.rogue_dimensions`) otherwise
+dominate the measures that sum over units (linear CKA, Procrustes, RSA). CCA and the matching
+correlation are unchanged by it (they are invariant to scaling units); the default is off, the
+papers' raw activations.
 
 The pair is either two trained seeds (``kind = trained``) or a trained seed and an untrained
 network of the same architecture (``kind = untrained``), the architecture-only baseline. Every
@@ -28,9 +38,10 @@ import numpy as np
 import pandas as pd
 
 from convergent import similarity as sim
-from convergent.activations import layer_attrs, read_input_means, read_positions, read_samples
+from convergent.activations import layer_attrs, read_input_rows, read_positions, read_samples
 from convergent.correlation import LayerStats
 from convergent.progress import progress_callback
+from convergent.rogue_dimensions import standardize, standardize_covs
 from convergent.sampling import sample_rows, seeded_rng
 from convergent.significance import permute_inputs
 
@@ -134,8 +145,10 @@ def compare_pair(act_a, act_b, layers: list[str], cfg: dict, kind: str, net_a: s
         rows.append((kind, net_a, net_b, scope, la, lb, name, null, permutation, n_rows, float(value)))
 
     # One row per probe image, the same images in both nets: paired however a layer is pooled.
-    pooled_a = [read_input_means(act_a, layer) for layer in layers]
-    pooled_b = [read_input_means(act_b, layer) for layer in layers]
+    pooled_a = [read_input_rows(act_a, layer, cfg["pooling"]) for layer in layers]
+    pooled_b = [read_input_rows(act_b, layer, cfg["pooling"]) for layer in layers]
+    scale = standardize if cfg["standardize"] else (lambda x: x)
+    pooled_a, pooled_b = [scale(x) for x in pooled_a], [scale(x) for x in pooled_b]
     n_images = pooled_a[0].shape[0]
     kernel_images = sample_rows(n_images, cfg["kernel_rows"], seeded_rng(cfg["seed"], "images"))
     n_pooled = n_images if kernel_images is None else len(kernel_images)
@@ -143,12 +156,15 @@ def compare_pair(act_a, act_b, layers: list[str], cfg: dict, kind: str, net_a: s
     for i, layer in enumerate(layers):
         n = int(layer_attrs(act_a, layer)["n_samples"])
         native_rows = sample_rows(n, cfg["max_rows"], seeded_rng(cfg["seed"], layer, "native"))
-        native_a, native_b = read_samples(act_a, layer, native_rows), read_samples(act_b, layer, native_rows)
+        native_a = scale(read_samples(act_a, layer, native_rows))
+        native_b = scale(read_samples(act_b, layer, native_rows))
         kernel_rows = sample_rows(len(native_a), cfg["kernel_rows"], seeded_rng(cfg["seed"], layer, "kernel"))
         covs = None
         if stats is not None:
             pair = LayerStats.load(stats[layer]).pair(*seeds)
             covs = (pair.cov_aa, pair.cov_bb, pair.cov_ab)
+            if cfg["standardize"]:
+                covs = standardize_covs(*covs)
         values = same_layer(measures, cfg, native_a, native_b, pooled_a[i], pooled_b[i], covs,
                             kernel_rows, kernel_images)
         n_cov = n if covs is not None else len(native_a)

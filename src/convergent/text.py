@@ -1,7 +1,11 @@
 """Probe text for language models (``dataset.name: text``): passages, tokenized once for every seed.
 
 The probe set is a local file (``dataset.path``): one passage per line (``.txt``), or JSON lines
-with the passage under ``dataset.text_field`` (``.jsonl``/``.json``). Empty lines are skipped.
+with the passage under ``dataset.text_field`` (``.jsonl``/``.json``); or a dataset of the Hugging
+Face ``datasets`` library (``dataset.hub``: a hub id, ``id@revision``, a directory written by
+``save_to_disk``, or a builder such as ``json`` with ``dataset.data_files``; ``hub_config``,
+``split``, and the column ``text_field``). Empty passages, and passages of fewer than
+``dataset.min_words`` words, are skipped.
 ``dataset.probe_passages`` of them are drawn (seeded, in file order) and tokenized with the model
 source's tokenizer, padded and truncated to ``dataset.max_length``. Every seed of a family shares
 one tokenizer (checked when a seed is imported: :func:`check_same_tokens`), so token position
@@ -10,6 +14,13 @@ one tokenizer (checked when a seed is imported: :func:`check_same_tokens`), so t
 Which positions may be sampled (:attr:`TextProbe.valid`): real tokens only, never padding
 (``attention_mask`` 0) and, unless ``dataset.special_tokens`` is true, never special tokens
 (CLS, SEP, BOS, EOS).
+
+Where an analysis needs one row per passage (cross-layer maps, RSA), a passage is either pooled
+over its valid tokens (the mean) or represented by its first token (:attr:`TextProbe.first_token`,
+:func:`first_token_positions`): the CLS token where the tokenizer puts one first (BERT: a
+bidirectional encoder's CLS sees the whole passage, and pre-training shapes it as the summary),
+else the first real token (GPT-2, Pythia: a causal model's BOS, if any, is the same input for every
+passage; note that a causal model's first real token sees only itself).
 """
 
 from __future__ import annotations
@@ -29,10 +40,65 @@ class TextProbeError(ValueError):
 
 
 def read_passages(cfg: dict) -> list[str]:
-    """Every non-empty passage of the configured file, in file order."""
+    """Every non-empty passage (of at least ``min_words`` words) of the configured file or
+    ``datasets`` dataset, in order."""
+    if cfg.get("hub") and cfg.get("path"):
+        raise TextProbeError("config keys 'dataset.path' and 'dataset.hub': give one source of probe text, not both")
+    passages = _dataset_passages(cfg) if cfg.get("hub") else _file_passages(cfg)
+    min_words = int(cfg.get("min_words", 0))
+    kept = [p for p in passages if len(p.split()) >= min_words]
+    if not kept:
+        where = cfg.get("hub") or cfg.get("path")
+        raise TextProbeError(f"config key 'dataset.min_words': none of the {len(passages)} passages of {where} "
+                             f"has {min_words} words")
+    return kept
+
+
+def _dataset_passages(cfg: dict) -> list[str]:
+    """The passages of a ``datasets`` dataset: column ``text_field`` of split ``split``."""
+    try:
+        import datasets
+    except ImportError:
+        raise TextProbeError("config key 'dataset.hub': the datasets package is not installed; install the "
+                             "optional extra: pip install 'convergent[text]' (or pip install datasets)") from None
+    from convergent.huggingface import split_revision
+
+    name, revision = split_revision(str(cfg["hub"]))
+    split, column = cfg.get("split", "train"), cfg.get("text_field", "text")
+    saved = Path(name)
+    try:
+        if (saved / "dataset_dict.json").is_file() or (saved / "dataset_info.json").is_file():
+            table = datasets.load_from_disk(str(saved))  # written by save_to_disk: no builder, no cache
+            if isinstance(table, datasets.DatasetDict):
+                if split not in table:
+                    raise TextProbeError(f"config key 'dataset.split': {saved} has no split {split!r} "
+                                         f"(it has {sorted(table)})")
+                table = table[split]
+        else:
+            table = datasets.load_dataset(name, cfg.get("hub_config"), split=split, revision=revision,
+                                          data_files=cfg.get("data_files"))
+    except TextProbeError:
+        raise
+    except Exception as error:  # noqa: BLE001 (hub, cache, split and file errors all mean: not loadable)
+        first = str(error).splitlines()[0] if str(error) else ""
+        raise TextProbeError(
+            f"config key 'dataset.hub': the dataset {name!r} (config {cfg.get('hub_config')!r}, split {split!r}) "
+            f"could not be loaded ({type(error).__name__}: {first}). Offline it must be in the datasets cache "
+            f"(HF_HOME now {os.environ.get('HF_HOME', '~/.cache/huggingface (unset)')}) or a directory written by "
+            "save_to_disk, or give a local text file in 'dataset.path'") from error
+    if column not in table.column_names:
+        raise TextProbeError(f"config key 'dataset.text_field': the dataset {name!r} has no column {column!r} "
+                             f"(it has {table.column_names})")
+    passages = [str(text) for text in table[column] if text is not None and str(text).strip()]
+    if not passages:
+        raise TextProbeError(f"config key 'dataset.hub': column {column!r} of {name!r} ({split}) holds no passages")
+    return passages
+
+
+def _file_passages(cfg: dict) -> list[str]:
     if not cfg.get("path"):
         raise TextProbeError("config key 'dataset.path': dataset 'text' needs a text file (one passage per line, "
-                             "or JSON lines with a text field)")
+                             "or JSON lines with a text field) or a datasets dataset in 'dataset.hub'")
     path = Path(str(cfg["path"]))
     if not path.is_file():
         raise TextProbeError(f"config key 'dataset.path': the text file {path} does not exist")
@@ -64,7 +130,7 @@ def probe_passage_index(cfg: dict, n_passages: int) -> np.ndarray:
     n_probe = int(cfg.get("probe_passages", 1000))
     if n_probe > n_passages:
         raise TextProbeError(f"config key 'dataset.probe_passages': {n_probe} exceeds the {n_passages} passages "
-                             f"in {cfg['path']}")
+                             f"in {cfg.get('hub') or cfg.get('path')}")
     rng = np.random.default_rng(cfg.get("probe_seed", 0))
     return np.sort(rng.choice(n_passages, size=n_probe, replace=False))
 
@@ -87,6 +153,7 @@ class TextProbe:
     attention_mask: np.ndarray  # [n, T]
     valid: np.ndarray  # [n, T] bool: positions that may be sampled
     tokens: list[list[str]]  # [n][T] token strings, for figures
+    first_token: np.ndarray | None = None  # [n]: the position of each passage's first-token row
     name: str = "text"
     in_channels: int = 0
     num_classes: int | None = None
@@ -119,7 +186,31 @@ def load_text_probe(cfg: dict, tokenizer) -> TextProbe:
     if not cfg.get("special_tokens", False):
         valid &= ~encoded["special_tokens_mask"].astype(bool)
     tokens = [tokenizer.convert_ids_to_tokens(row.tolist()) for row in encoded["input_ids"]]
-    return TextProbe(chosen, index, encoded["input_ids"], encoded["attention_mask"], valid, tokens)
+    first = first_token_positions(encoded["input_ids"], encoded["attention_mask"], encoded["special_tokens_mask"],
+                                  getattr(tokenizer, "cls_token_id", None))
+    return TextProbe(chosen, index, encoded["input_ids"], encoded["attention_mask"], valid, tokens, first)
+
+
+def first_token_positions(input_ids: np.ndarray, attention_mask: np.ndarray, special_tokens_mask: np.ndarray,
+                          cls_token_id: int | None) -> np.ndarray:
+    """``[n]``: per passage, the position of its CLS token when its first attended token is the
+    tokenizer's CLS (BERT), else of its first attended non-special token (causal LMs: after any
+    left padding and BOS); a passage of special tokens only falls back to its first attended one.
+
+    >>> ids = np.array([[101, 7, 8, 102, 0], [0, 0, 50, 7, 8]])   # BERT-like; left-padded with a BOS (50)
+    >>> mask = np.array([[1, 1, 1, 1, 0], [0, 0, 1, 1, 1]])
+    >>> special = np.array([[1, 0, 0, 1, 1], [1, 1, 1, 0, 0]])
+    >>> first_token_positions(ids, mask, special, 101).tolist(), first_token_positions(ids[1:], mask[1:], special[1:], None).tolist()
+    ([0, 3], [3])
+    """
+    attended = np.asarray(attention_mask).astype(bool)
+    real = attended & ~np.asarray(special_tokens_mask).astype(bool)
+    first_attended = np.argmax(attended, axis=1)
+    rows = np.arange(len(attended))
+    is_cls = (np.asarray(input_ids)[rows, first_attended] == cls_token_id if cls_token_id is not None
+              else np.zeros(len(rows), dtype=bool))
+    first_real = np.where(real.any(axis=1), np.argmax(real, axis=1), first_attended)
+    return np.where(is_cls, first_attended, first_real).astype(np.int64)
 
 
 def check_same_tokens(reference, other, passages: list[str], max_length: int, what: str) -> None:

@@ -8,7 +8,9 @@ The same contract as image probes (:mod:`convergent.activations`), with passages
   ``/probe/tokens`` (token strings, for figures): identical in every seed's file;
 * token layers (``kind: tokens``, shape ``(C, T, 1)``): ``positions_per_image`` positions per
   passage sampled over its valid tokens only (padding never appears in a row); ``input_mean`` is
-  the mean over the valid tokens; ``top_activations`` ranks valid tokens only (``y`` is the token);
+  the mean over the valid tokens, ``input_first`` each passage's first-token row (the position in
+  ``/probe/first_token``: CLS for BERT, the first real token for causal LMs, see
+  :func:`convergent.text.first_token_positions`); ``top_activations`` ranks valid tokens only (``y`` is the token);
   ``signed`` is read over valid tokens;
 * ``receptive_field`` is ``(0, 0, 0)``: every token may attend to the whole passage.
 """
@@ -24,7 +26,7 @@ import torch
 from torch import nn
 
 from convergent import __version__
-from convergent.activations import INPUT_MEAN
+from convergent.activations import INPUT_FIRST, INPUT_MEAN
 from convergent.extraction import _TopK, _refuse_non_finite
 from convergent.outputs import atomic_output
 from convergent.progress import progress_callback
@@ -77,6 +79,7 @@ def _write_probe(h5: h5py.File, probe: TextProbe) -> None:
     h5.create_dataset("probe/token_ids", data=probe.input_ids, compression="lzf")
     h5.create_dataset("probe/attention_mask", data=probe.attention_mask.astype(np.int8), compression="lzf")
     h5.create_dataset("probe/valid", data=probe.valid, compression="lzf")
+    h5.create_dataset("probe/first_token", data=np.asarray(probe.first_token, dtype=np.int64))
     strings = h5py.string_dtype("utf-8")
     h5.create_dataset("probe/tokens", data=np.asarray(probe.tokens, dtype=object), dtype=strings)
     h5.create_dataset("probe/passages", data=np.asarray(probe.passages, dtype=object), dtype=strings)
@@ -98,6 +101,7 @@ def _open_layer(h5, layer: str, probe_: Probe, act: torch.Tensor, probe: TextPro
                                            int(cfg["position_seed"]))
         group.create_dataset("positions", data=positions)
         group.create_dataset(INPUT_MEAN, shape=(n_inputs, units), dtype=np.float32)
+        group.create_dataset(INPUT_FIRST, shape=(n_inputs, units), dtype=np.float32)
     n_rows = len(positions) if positions is not None else n_inputs
     chunk_rows = max(1, min(n_rows, (1 << 20) // (units * dtype.itemsize)))
     group.create_dataset("samples", shape=(n_rows, units), dtype=dtype, chunks=(chunk_rows, units),
@@ -107,7 +111,7 @@ def _open_layer(h5, layer: str, probe_: Probe, act: torch.Tensor, probe: TextPro
     group.attrs["layout"] = probe_.layout
     group.attrs["receptive_field"] = (0, 0, 0)
     return {"group": group, "positions": positions, "tokens": tokens, "top": _TopK(int(cfg["top_k"])),
-            "min": float("inf")}
+            "min": float("inf"), "first": torch.as_tensor(probe.first_token)}
 
 
 def _write_batch(st: dict, act: torch.Tensor, valid: torch.Tensor, first: int, last: int, dtype) -> None:
@@ -123,6 +127,8 @@ def _write_batch(st: dict, act: torch.Tensor, valid: torch.Tensor, first: int, l
     st["top"].update(seq.masked_fill(~mask, float("-inf"))[..., None], first)
     counts = valid.sum(dim=1, keepdim=True).clamp(min=1)
     group[INPUT_MEAN][first:last] = ((seq * mask).sum(dim=2) / counts).cpu().numpy()
+    at = st["first"][first:last].to(act.device)
+    group[INPUT_FIRST][first:last] = seq[torch.arange(last - first, device=act.device), :, at].cpu().numpy()
     lo, hi = np.searchsorted(st["positions"][:, 0], [first, last])
     pos = torch.as_tensor(st["positions"][lo:hi], device=act.device)
     rows = seq[pos[:, 0] - first, :, pos[:, 1]]

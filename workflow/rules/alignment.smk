@@ -126,6 +126,8 @@ rule figure_li2016_fig3:
 rule figure_li2016_fig2:
     output:
         [p for layer in LAYERS for p in figure(f"li2016_fig2_{layer}")],
+        # Probe text: the units' token contexts as a table too (the report shows tables in full).
+        **(table("li2016_fig2_tokens") if TEXT else {}),
     input:
         matching=[f"{OUT}/matching/{layer}/{FIRST}.csv" for layer in LAYERS],
         act_a=activations(f"seed{FIRST_PAIR[0]}"),
@@ -155,6 +157,7 @@ rule figure_li2016_fig2:
 use rule figure_li2016_fig2 as figure_li2016_fig4 with:
     output:
         [p for layer in LAYERS for p in figure(f"li2016_fig4_{layer}")],
+        **(table("li2016_fig4_tokens") if TEXT else {}),
     input:
         matching=[f"{OUT}/matching_mi/{layer}/{FIRST}.csv" for layer in LAYERS],
         act_a=activations(f"seed{FIRST_PAIR[0]}"),
@@ -221,3 +224,5 @@ TARGETS += rules.table_li2016_table1.output
 TARGETS += rules.table_li2016_mi.output
 TARGETS += figure("li2016_mean_activation")
 TARGETS += [f for n in (2, 3, 4, 7) for layer in LAYERS for f in figure(f"li2016_fig{n}_{layer}")]
+if TEXT:
+    TARGETS += [f"{OUT}/tables/li2016_fig{n}_tokens.csv" for n in (2, 4)]

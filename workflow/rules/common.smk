@@ -65,6 +65,10 @@ if _untrained_lm:
     raise WorkflowError(f"config key 'checkpoints': language models are not trained by the pipeline; give a hub id "
                         f"or directory for seeds {_untrained_lm} (untrained baselines go in 'untrained_seeds')")
 
+if config["similarity"]["pooling"] == "first" and not TEXT:
+    raise WorkflowError("config key 'similarity.pooling': first-token pooling is for probe text (dataset.name: "
+                        "text); images are pooled by their mean over positions (pooling: mean)")
+
 if TEXT:
     print("probe text: Li et al. Figs. 2/4 show units by their strongest tokens in context; Figs. 5, 6 and 12 "
           "(cluster members as image patches) and the functional stages (interpolation, stitching: image "
@@ -114,6 +118,11 @@ INTERVAL_SECTION = section("statistics", keep=INTERVAL_KEYS)
 
 # Training depends on the dataset's split, not on which held-out images are probed.
 TRAINING_DATASET = section("dataset", drop=("probe_images", "probe_seed"))
+# Image training never reads where probe text comes from (language models are imported, never
+# trained; their import reads the passages through TRAINING_DATASET): these keys stay out of its
+# params, so that adding them to the schema retrains no network.
+IMAGE_TRAINING_DATASET = section("dataset", drop=("probe_images", "probe_seed", "hub", "hub_config", "split",
+                                                  "data_files", "min_words"))
 
 
 def one_of(values):

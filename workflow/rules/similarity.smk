@@ -4,6 +4,8 @@
 
 SIMILARITY_PAIRS = [f"{OUT}/similarity/{a}-{b}.csv" for a, b in PAIRS]
 SIMILARITY_UNTRAINED_PAIRS = [f"{OUT}/similarity/{s}-untrained{u}.csv" for u in UNTRAINED for s in SEEDS]
+# The rogue-dimension thresholds shape the report, not the measures: editing them reruns no pair.
+ROGUE_KEYS = ("rogue_variance_ratio", "rogue_mean_z")
 
 
 rule similarity:
@@ -16,7 +18,7 @@ rule similarity:
         stats=[f"{OUT}/stats/{layer}.h5" for layer in LAYERS],
     params:
         code=code("similarity"),
-        cfg=section("similarity"),
+        cfg=section("similarity", drop=ROGUE_KEYS),
         layers=LAYERS,
         kind="trained",
         net_a=lambda wc: f"seed{wc.a}",
@@ -45,7 +47,7 @@ use rule similarity as similarity_untrained with:
         stats=[],
     params:
         code=code("similarity"),
-        cfg=section("similarity"),
+        cfg=section("similarity", drop=ROGUE_KEYS),
         layers=LAYERS,
         kind="untrained",
         net_a=lambda wc: f"seed{wc.a}",
@@ -59,6 +61,29 @@ use rule similarity as similarity_untrained with:
         f"{OUT}/benchmarks/similarity/{{a}}-untrained{{u}}.tsv"
 
 
+rule table_rogue_dimensions:
+    output:
+        **table("rogue_dimensions"),
+    input:
+        stats=[f"{OUT}/stats/{layer}.h5" for layer in LAYERS],
+    params:
+        code=code("table_rogue_dimensions"),
+        cfg=section("similarity", keep=ROGUE_KEYS),
+        layers=LAYERS,
+    log:
+        f"{OUT}/logs/table_rogue_dimensions.log",
+    benchmark:
+        f"{OUT}/benchmarks/table_rogue_dimensions.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/convergent.yaml"
+    script:
+        "../../src/convergent/steps/table_rogue_dimensions.py"
+
+
 rule figure_similarity_summary:
     output:
         figure("similarity_same_layer"),
@@ -66,6 +91,7 @@ rule figure_similarity_summary:
     input:
         pairs=SIMILARITY_PAIRS + SIMILARITY_UNTRAINED_PAIRS,
         replicates=REPLICATES,
+        rogue=f"{OUT}/tables/rogue_dimensions.csv",
     params:
         code=code("figure_similarity_summary"),
         cfg=section("similarity"),
@@ -104,5 +130,6 @@ rule figure_similarity_cross_layer:
         "../../src/convergent/steps/figure_similarity_cross_layer.py"
 
 
+TARGETS += rules.table_rogue_dimensions.output
 TARGETS += rules.figure_similarity_summary.output
 TARGETS += rules.figure_similarity_cross_layer.output

@@ -11,7 +11,7 @@ rule train:
         code=code("train"),
         seed=lambda wc: int(wc.seed),
         train=section("train"),
-        dataset=TRAINING_DATASET,
+        dataset=IMAGE_TRAINING_DATASET,
         model=MODEL_SOURCE,
     wildcard_constraints:
         seed=one_of([s for s in SEEDS if s not in CHECKPOINTS]),

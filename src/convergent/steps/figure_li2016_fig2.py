@@ -6,7 +6,9 @@ b. Every unit is shown by the probe-image patches (its receptive field) where it
 for units that see the whole image (attention, token sequences), the whole image with the unit's
 position framed; for a layer right after the network's first convolution (its field is that
 convolution's kernel) the filter weights come first, as images. One job draws every layer, so
-the probe images are loaded once; one figure file per layer: ``{figure}_{layer}``.
+the probe images are loaded once; one figure file per layer: ``{figure}_{layer}``. For probe text
+the units are shown by their strongest token occurrences in context, and the same units go into
+one table for the report (``tables/{figure}_tokens``).
 """
 
 import matplotlib.pyplot as plt
@@ -92,19 +94,37 @@ def plot(images, inputs, matching, layer: str, cfg: dict, measure: str, pair, co
 
 
 def main_text(tokens, inputs, outputs, params):
-    """Probe text: each unit by its strongest token occurrences in context (no patches, no filters)."""
-    from convergent.token_figures import plot_token_matches
+    """Probe text: each unit by its strongest token occurrences in context (no patches, no filters),
+    as a figure per layer and, for the report, one table of every layer's best and worst units."""
+    import pandas as pd
+
+    from convergent.tables import write_table
+    from convergent.token_figures import plot_token_matches, token_match_table
 
     print("probe text: units are shown by their strongest tokens in context (the text analogue of "
           "the image patches; language models have no first-layer filters to show)")
+    n_contexts, rows = min(3, params.cfg["patches"]), []
     for layer, matching in zip(params.layers, inputs.matching, strict=True):
         semi, _ = frame_matches(read_match_csv(matching))
         best, worst = extremes(semi, params.cfg["top_k"])
         top_a = read_top_activations(inputs.act_a, layer)
         top_b = read_top_activations(inputs.act_b, layer)
         fig = plot_token_matches(tokens, top_a, top_b, semi, best, worst, layer=layer, measure=params.measure,
-                                 pair=params.pair, n_contexts=min(3, params.cfg["patches"]))
+                                 pair=params.pair, n_contexts=n_contexts)
         save_figure(fig, outputs_named(outputs, f"{params.figure}_{layer}"), dpi=params.figures["dpi"])
+        for rank, chosen in (("best", best), ("worst", worst)):
+            part = token_match_table(tokens, top_a, top_b, semi, chosen, n_contexts)
+            part.insert(0, "rank", rank)
+            part.insert(0, "layer", layer)
+            rows.append(part)
+    if getattr(outputs, "csv", None):
+        a, b = params.pair
+        table = pd.concat(rows, ignore_index=True).rename(columns={"net_a": f"seed{a}", "net_b": f"seed{b}"})
+        value = "r" if params.measure == "correlation" else "MI (nats)"
+        write_table(table, str(outputs.csv)[: -len(".csv")], float_format="{:.3f}",
+                    caption=f"Best and worst matched units of seed {a} by {params.measure} (semi-matching, value: "
+                            f"{value}) beside their partners in seed {b}, each by its {n_contexts} strongest token "
+                            "occurrences in the probe text ([token] with 4 tokens either side, activation first)")
 
 
 def main(inputs, outputs, params, log):

@@ -6,7 +6,10 @@ architecture (what architecture and input statistics alone give), and the permut
 (trained pairs with B's probe images shuffled, whole images at a time: chance for that measure,
 sample size and width). The two network series carry their multi-bootstrap interval as a band (convergent.intervals: seeds and
 probe inputs resampled where the layer has stored replicates of the measure, seeds only
-otherwise); the null its std over pairs. Also writes the numbers as a table.
+otherwise); the null its std over pairs. Also writes the numbers as a table, with each layer's
+rogue units (`rogue_units`: the most any trained network has, tables/rogue_dimensions; marked * on
+the x axis), which the measures that sum over units report rather than the representation unless
+`similarity.standardize` is on.
 """
 
 import matplotlib.pyplot as plt
@@ -17,6 +20,7 @@ from convergent import similarity as sim
 from convergent.intervals import Settings, interval_fields, load_replicates, mean_interval
 from convergent.plotting import save_figure
 from convergent.replicates import LayerReplicates
+from convergent.rogue_dimensions import rogue_counts
 from convergent.tables import write_table
 
 SERIES = [  # (label, kind, null, colour)
@@ -26,15 +30,22 @@ SERIES = [  # (label, kind, null, colour)
 ]
 
 
+#: measures that scaling units leaves unchanged, so replicates of raw units fit standardised ones
+SCALE_INVARIANT = ("cca", "matching")
+
 #: series with an interval over networks (the null's spread is over permutations, not a sample of seeds)
 WITH_INTERVAL = ("trained vs trained", "trained vs untrained")
 
 
 def summarize(frame: pd.DataFrame, layers: list[str], measures: list[str], settings: Settings | None = None,
-              replicates: dict[str, LayerReplicates] | None = None) -> pd.DataFrame:
+              replicates: dict[str, LayerReplicates] | None = None,
+              rogue: dict[str, int] | None = None, standardized: bool = False) -> pd.DataFrame:
     """Per layer and measure: mean and std over pairs of each series (permutations averaged
     within a pair first, so every pair weighs the same); with ``settings``, the network series'
-    ``*_lo``, ``*_hi``, ``*_note`` (what was resampled) and the table's ``level``, ``interval``."""
+    ``*_lo``, ``*_hi``, ``*_note`` (what was resampled) and the table's ``level``, ``interval``;
+    with ``rogue`` (layer -> rogue units), a ``rogue_units`` column. ``standardized``: the values are
+    of standardised units, so the stored replicates (raw units) only serve the measures that
+    standardising leaves unchanged; the others are resampled over seeds only."""
     same = frame[frame["scope"] == "same_layer"]
     per_pair = same.groupby(["kind", "null", "net_a", "net_b", "layer_a", "measure"], as_index=False)["value"].mean()
     series = dict(list(per_pair.groupby(["kind", "null", "layer_a", "measure"])))
@@ -43,6 +54,8 @@ def summarize(frame: pd.DataFrame, layers: list[str], measures: list[str], setti
     for layer in layers:
         for measure in measures:
             row = {"layer": layer, "measure": measure}
+            if rogue is not None:
+                row["rogue_units"] = int(rogue.get(layer, 0))
             for label, kind, null, _ in SERIES:
                 key = label.replace(" ", "_")
                 sel = series.get((kind, null, layer, measure), empty)
@@ -51,14 +64,17 @@ def summarize(frame: pd.DataFrame, layers: list[str], measures: list[str], setti
                 row[f"{key}_std"] = float(v.std(ddof=0)) if len(v) else np.nan
                 row[f"{key}_pairs"] = int(len(v))
                 if settings is not None and label in WITH_INTERVAL:
-                    row.update(_interval(sel, kind, measure, settings, (replicates or {}).get(layer), key))
+                    rep, fixed = (replicates or {}).get(layer), None
+                    if standardized and measure not in SCALE_INVARIANT:
+                        rep, fixed = None, "similarity.standardize (the stored replicates are of raw units)"
+                    row.update(_interval(sel, kind, measure, settings, rep, key, fixed))
             if settings is not None:
                 row.update({"level": settings.level, "interval": settings.label})
             rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _interval(sel, kind, measure, settings, rep, key) -> dict:
+def _interval(sel, kind, measure, settings, rep, key, fixed=None) -> dict:
     """Interval columns of one series (``sel``: its per-pair values): the mean over its pairs,
     bootstrapped over seeds (the untrained networks as their own group) and, with stored
     replicates, over probe inputs."""
@@ -67,7 +83,8 @@ def _interval(sel, kind, measure, settings, rep, key) -> dict:
         return {f"{key}_lo": np.nan, f"{key}_hi": np.nan, f"{key}_note": "no interval: no finite values"}
     untrained = sorted(set(sel["net_b"])) if kind == "untrained" else []
     ci = mean_interval(values, settings, rep, measure, untrained)
-    fixed = (rep.block_note or "no replicates of this measure") if rep is not None else "per-pair values"
+    if fixed is None:
+        fixed = (rep.block_note or "no replicates of this measure") if rep is not None else "per-pair values"
     return interval_fields(ci, fixed, prefix=f"{key}_")
 
 
@@ -76,10 +93,16 @@ def main(inputs, outputs, params, log):
     layers, measures = list(params.layers), list(params.cfg["measures"])
     settings = Settings.from_config(params.statistics)
     replicates = load_replicates(params.layers, getattr(inputs, "replicates", []))
-    table = summarize(frame, layers, measures, settings, replicates)
+    rogue = None
+    if getattr(inputs, "rogue", None):
+        rogue = rogue_counts(pd.read_csv(inputs.rogue), layers)
+    table = summarize(frame, layers, measures, settings, replicates, rogue, params.cfg["standardize"])
+    units = "standardised units" if params.cfg["standardize"] else "raw units (similarity.standardize off)"
     write_table(table, str(outputs.csv)[: -len(".csv")],
-                caption=f"Same-layer similarity, mean and std over network pairs, with {settings.level:.0%} "
-                        "multi-bootstrap intervals of the means (lo, hi; the note says what was resampled)")
+                caption=f"Same-layer similarity on {units}, mean and std over network pairs, with {settings.level:.0%} "
+                        "multi-bootstrap intervals of the means (lo, hi; the note says what was resampled)"
+                        + ("; rogue_units: the layer's rogue dimensions (most in one network, tables/rogue_dimensions)"
+                           if rogue is not None else ""))
 
     cols = min(5, len(measures))
     rows = int(np.ceil(len(measures) / cols))
@@ -103,7 +126,8 @@ def main(inputs, outputs, params, log):
                             label=f"{label} ({n})")
         info = sim.MEASURES[measure]
         ax.set_title(info.label, fontsize=9)
-        ax.set_xticks(x, layers, rotation=45 if len(layers) > 6 else 0, fontsize=7)
+        ax.set_xticks(x, [f"{layer}*" if rogue and rogue.get(layer) else layer for layer in layers],
+                      rotation=45 if len(layers) > 6 else 0, fontsize=7)
         ax.tick_params(axis="y", labelsize=7)
         ax.grid(alpha=0.3)
         if not info.higher_is_similar:
@@ -111,8 +135,9 @@ def main(inputs, outputs, params, log):
     for ax in list(axes.flat)[len(measures):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=6, loc="best")
-    fig.suptitle(f"Same layer across networks: mean over pairs (n in legend); bands: {settings.level:.0%} "
-                 "multi-bootstrap intervals; null: ± std", fontsize=10)
+    marked = "; *: layer with rogue dimensions" if rogue and any(rogue.values()) else ""
+    fig.suptitle(f"Same layer across networks ({units}): mean over pairs (n in legend); bands: {settings.level:.0%} "
+                 f"multi-bootstrap intervals; null: ± std{marked}", fontsize=10)
     save_figure(fig, [p for p in outputs if not str(p).endswith((".csv", ".md", ".tex"))],
                 dpi=params.figures["dpi"])
     trained = table[["layer", "measure", "trained_vs_trained_mean", "permutation_null_mean"]]
