@@ -181,10 +181,17 @@ def split(graph: fx.GraphModule, cut: fx.Node) -> tuple[fx.GraphModule, fx.Graph
                 env[used] = new.node_copy(used)
                 continue
             raise ValueError(
-                f"cannot cut the network at {cut.name!r}: node {node.name!r} after the cut uses "
-                f"{used.name!r} from before it (a connection that skips the cut)")
+                f"cannot cut the network at {node_name(graph, cut)!r}: node {node_name(graph, node)!r} after "
+                f"the cut uses {node_name(graph, used)!r} from before it (a connection that skips the cut)")
         env[node] = new.node_copy(node, lambda n: env[n])
     return bottom, _pruned(graph, new)
+
+
+def cut(model: nn.Module, layer: str, target: str | None = None,
+        graph: fx.GraphModule | None = None) -> tuple[fx.GraphModule, fx.GraphModule]:
+    """``model`` split at layer ``layer`` (:func:`layer_node`) into ``(bottom, top)`` (:func:`split`)."""
+    graph = trace(model) if graph is None else graph
+    return split(graph, layer_node(graph, model, layer, target))
 
 
 @torch.no_grad()
