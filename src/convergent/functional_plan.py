@@ -58,6 +58,9 @@ def check_model(model, example, layers: list[LayerSpec]) -> dict:
         spec = derive_spec(model, example)
     except ValueError as error:
         return {"reason": str(error), "groups": 0, "stitch": {}}
+    except Exception as error:  # noqa: BLE001 (a forward pass that fails: the stages are skipped, not the run)
+        return {"reason": f"the model's graph could not be followed ({type(error).__name__}: "
+                          f"{str(error).splitlines()[0] if str(error) else ''})", "groups": 0, "stitch": {}}
     if not spec.groups:
         return {"reason": "the model has no permutable channels (every channel space is fixed: "
                           f"{spec.fixed or 'inputs and outputs only'})", "groups": 0, "stitch": {}}
