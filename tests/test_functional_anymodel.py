@@ -232,24 +232,24 @@ def test_stitched_vgg_at_a_vector_layer_equals_its_manual_composition():
         torch.testing.assert_close(by_cut, manual, rtol=1e-5, atol=1e-6)
 
 
-def test_a_torchvision_network_stitched_to_itself_has_no_penalty():
-    net = _net("resnet18")
-    # more inputs than the vector layer's 512 units, or its least-squares maps are not unique
-    x_fit, x_held = torch.randn(800, 3, 32, 32), torch.randn(64, 3, 32, 32)
+@pytest.mark.parametrize("name, layer, target, units, kind", [("resnet18", "layer2.1", None, 128, "spatial"),
+                                                              ("vgg11", "hidden", "classifier.1", 64, "vector")])
+def test_a_torchvision_network_stitched_to_itself_has_no_penalty(name, layer, target, units, kind):
+    net = _net(name) if name.startswith("resnet") else _small_head(_net(name))
+    # more inputs than units, or the least-squares maps (sparse at decay 0, the trained layer's
+    # start) are not unique
+    x_fit, x_held = torch.randn(160, 3, 32, 32), torch.randn(64, 3, 32, 32)
     with torch.no_grad():
         y_fit, y_held = net(x_fit).argmax(1), net(x_held).argmax(1)
-    layers = ["layer2.1", "pooled"]  # a spatial map (1x1 conv + BN stitch) and a vector (linear)
-    identity = {"layer2.1": np.arange(128), "pooled": np.arange(512)}
-    rows = stitch_layers(net, net, layers, identity, lambda: x_fit.split(200),
+    rows = stitch_layers(net, net, [layer], {layer: np.arange(units)}, lambda: x_fit.split(80),
                          lambda: iter([(x_fit[:48], y_fit[:48])]), lambda: [(x_held, y_held)], decay=0.0, steps=0,
-                         lr=1e-3, log=lambda *_: None, targets={"pooled": "flatten"})
-    by = {(r["layer"], r["stitch"]): r for r in rows}
-    assert by["layer2.1", "trained"]["kind"] == "spatial" and by["pooled", "trained"]["kind"] == "vector"
-    for layer in layers:
-        assert by[layer, "trained"]["accuracy_b"] == 1.0
-        for stitch in ("permutation", "sparse", "trained"):
-            assert by[layer, stitch]["penalty"] == 0, (layer, stitch)
-            assert by[layer, stitch]["loss"] == pytest.approx(by[layer, stitch]["loss_b"], abs=1e-4), (layer, stitch)
+                         lr=1e-3, log=lambda *_: None, targets={layer: target or layer})
+    by = {r["stitch"]: r for r in rows}
+    assert set(by) == {"trained", "permutation", "sparse"} and by["trained"]["kind"] == kind
+    assert by["trained"]["accuracy_b"] == 1.0
+    for stitch, row in by.items():  # 1x1 conv + BN for the map, linear for the vector: both exact
+        assert row["penalty"] == 0, stitch
+        assert row["loss"] == pytest.approx(row["loss_b"], abs=1e-4), stitch
 
 
 # --------------------------------------------------------------------------- plan-time check
