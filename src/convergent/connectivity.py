@@ -125,10 +125,13 @@ def interpolation_curve(model, state_a: dict, state_b: dict, alphas, eval_batche
     return rows
 
 
-def dataset_batches(dataset, batch_size: int, limit: int | None = None, labels: bool = True, seed: int | None = None):
+def dataset_batches(dataset, batch_size: int, limit: int | None = None, labels: bool = True, seed: int | None = None,
+                    prepare=None):
     """A callable returning a fresh iterator over ``dataset`` in batches: ``(inputs, labels)``, or
     inputs only with ``labels=False``. ``limit``: the first ``limit`` items (or, with ``seed``, a
-    seeded random subset of them, the same at every call)."""
+    seeded random subset of them, the same at every call). ``prepare``: applied to every batch of
+    inputs (grey images given the channels a model expects: traced graphs skip the model's
+    forward pre-hook that does it, :func:`convergent.models.channel_adapter`)."""
     from torch.utils.data import DataLoader, Subset
 
     n = len(dataset)
@@ -139,23 +142,25 @@ def dataset_batches(dataset, batch_size: int, limit: int | None = None, labels: 
 
     def batches():
         for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+            x = x if prepare is None else prepare(x)
             yield (x, y) if labels else x
 
     batches.size = len(dataset)
     return batches
 
 
-def shuffled_batches(dataset, batch_size: int, seed: int):
+def shuffled_batches(dataset, batch_size: int, seed: int, prepare=None):
     """A callable returning an iterator over ``dataset`` in seeded random order (a new order at
-    every call, reproducible across runs)."""
+    every call, reproducible across runs); ``prepare`` as in :func:`dataset_batches`."""
     import torch
     from torch.utils.data import DataLoader
 
     generator = torch.Generator().manual_seed(seed)
 
     def batches():
-        return iter(DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator,
-                               drop_last=len(dataset) > batch_size))
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, generator=generator,
+                            drop_last=len(dataset) > batch_size)
+        return iter(loader) if prepare is None else ((prepare(x), y) for x, y in loader)
 
     return batches
 

@@ -7,6 +7,13 @@ module twice), and stitching runs the bottom of one network into the top of anot
 needs the network cut in two at a probe point. All three use the graph that
 ``torch.fx.symbolic_trace`` records, with the probe modules kept as nodes of their own.
 
+Models from outside the zoo (torchvision, timm, factories) have no probe points; they are
+traced with torchvision's node-naming tracer, so that a layer is found by the name
+``convergent layers`` shows (a module, whose last node is its output, or an FX node name such
+as ``layer1.0.add``: :func:`layer_node`). No module is kept whole there, not even torchvision's
+``Conv2dNormActivation`` that probing keeps as one node: the permutation groups need to see the
+convolution and batch norm inside; a module's output is the same tensor either way.
+
 >>> from convergent.models import build_model
 >>> net = build_model("small_cnn", 1, 10, 28)
 >>> graph = trace(net)
@@ -34,20 +41,57 @@ class _ProbeTracer(fx.Tracer):
 
 def trace(model: nn.Module) -> fx.GraphModule:
     """``model`` as an fx GraphModule sharing its submodules (and so its weights), with every probe
-    point (``model.probe_points``, if any) a node of its own.
+    point (``model.probe_points``, if any) a node of its own. For a model without probe points
+    the GraphModule carries ``node_names`` (node -> the name ``convergent layers`` shows).
 
     Raises ``ValueError`` naming the model's class when its forward cannot be traced symbolically
     (data-dependent control flow, for one).
     """
-    leaves = set(getattr(model, "probe_points", {}).values())
-    tracer = _ProbeTracer(leaves)
+    points = getattr(model, "probe_points", None)
+    tracer = _ProbeTracer(set(points.values())) if points is not None else _named_tracer()
+    was_training = model.training
+    model.eval()  # what is probed and compared: some models trace other branches in training
     try:
         graph = tracer.trace(model)
     except Exception as error:  # fx raises several types (TraceError, TypeError, ...)
         raise ValueError(
             f"cannot trace {type(model).__name__} with torch.fx ({type(error).__name__}: {error}); "
             "permutation alignment and stitching need a symbolically traceable forward") from error
-    return fx.GraphModule(model, graph, class_name=type(model).__name__)
+    finally:
+        model.train(was_training)
+    module = fx.GraphModule(tracer.root, graph, class_name=type(model).__name__)
+    if points is None:
+        from convergent.probing import _display_names
+
+        module.node_names = _display_names(tracer.node_to_qualname)
+    return module
+
+
+def _named_tracer() -> fx.Tracer:
+    """torchvision's node-naming tracer, keeping whole only the modules that cannot be traced
+    (timm's registered ones, when timm is loaded)."""
+    import math
+    import sys
+
+    import torchvision
+    from torchvision.models.feature_extraction import NodePathTracer
+
+    leaves, functions = [], ()
+    if "timm" in sys.modules:
+        try:
+            from timm.layers import get_notrace_functions, get_notrace_modules
+
+            leaves, functions = list(get_notrace_modules()), tuple(get_notrace_functions())
+        except ImportError:
+            pass
+    return NodePathTracer(leaf_modules=leaves, autowrap_modules=(math, torchvision.ops), autowrap_functions=functions)
+
+
+def node_name(graph: fx.GraphModule, node: fx.Node) -> str:
+    """The name a user knows a node by: ``convergent layers``' name where the graph has one
+    (``layer1.0.conv2``), else fx's own (``layer1_0_conv2``)."""
+    names = getattr(graph, "node_names", None) or {}
+    return names.get(node, node.name)
 
 
 def probe_node(graph: fx.GraphModule, model: nn.Module, layer: str) -> fx.Node:
@@ -61,6 +105,31 @@ def probe_node(graph: fx.GraphModule, model: nn.Module, layer: str) -> fx.Node:
         raise ValueError(f"probe layer {layer!r} (module {target!r}) is called {len(nodes)} times in the "
                          "forward pass; a probe point must be one tensor")
     return nodes[0]
+
+
+def layer_node(graph: fx.GraphModule, model: nn.Module, layer: str, target: str | None = None) -> fx.Node:
+    """The node whose output is layer ``layer``: a zoo probe point, or for any other model the node
+    named ``target`` (default ``layer``: a module or FX node name as in ``model.layers``), or else
+    the last node inside module ``target``, as ``torchvision.models.feature_extraction`` selects it.
+
+    >>> import torchvision
+    >>> net = torchvision.models.resnet18(num_classes=10)
+    >>> layer_node(trace(net), net, "layer2.1").name
+    'layer2_1_relu_1'
+    """
+    if getattr(model, "probe_points", None) is not None:
+        return probe_node(graph, model, layer)
+    target = layer if target is None else target
+    names = getattr(graph, "node_names", None)
+    if names is None:
+        raise ValueError(f"{type(model).__name__}: this graph was not traced by convergent.network_graph.trace")
+    by_name = {name: node for node, name in names.items()}
+    if target in by_name:
+        return by_name[target]
+    inside = [node for node, name in names.items() if name.startswith(target + ".")]
+    if not inside:
+        raise KeyError(f"layer {layer!r}: no node or module {target!r} in the graph of {type(model).__name__}")
+    return inside[-1]
 
 
 def _copy(graph: fx.GraphModule, nodes, env: dict, new: fx.Graph) -> None:
@@ -112,10 +181,17 @@ def split(graph: fx.GraphModule, cut: fx.Node) -> tuple[fx.GraphModule, fx.Graph
                 env[used] = new.node_copy(used)
                 continue
             raise ValueError(
-                f"cannot cut the network at {cut.name!r}: node {node.name!r} after the cut uses "
-                f"{used.name!r} from before it (a connection that skips the cut)")
+                f"cannot cut the network at {node_name(graph, cut)!r}: node {node_name(graph, node)!r} after "
+                f"the cut uses {node_name(graph, used)!r} from before it (a connection that skips the cut)")
         env[node] = new.node_copy(node, lambda n: env[n])
     return bottom, _pruned(graph, new)
+
+
+def cut(model: nn.Module, layer: str, target: str | None = None,
+        graph: fx.GraphModule | None = None) -> tuple[fx.GraphModule, fx.GraphModule]:
+    """``model`` split at layer ``layer`` (:func:`layer_node`) into ``(bottom, top)`` (:func:`split`)."""
+    graph = trace(model) if graph is None else graph
+    return split(graph, layer_node(graph, model, layer, target))
 
 
 @torch.no_grad()

@@ -18,8 +18,18 @@ following each tensor's channel space from the layer that creates it:
   operation reads: local response normalisation (CaffeNet's ``norm1``/``norm2``) mixes
   neighbouring channels, so CaffeNet's conv1 and conv2 cannot be permuted at all.
 
-Anything else (concatenation, grouped convolution, attention, reshapes other than flatten)
-raises a ``ValueError`` naming the node: the derivation never guesses.
+Anything else (concatenation, grouped convolution, attention, layer norm, moving the channel
+axis, reshapes other than flatten, indexing a tensor) raises a ``ValueError`` naming the node
+(as ``convergent layers`` names it), its op and why it cannot be followed: the derivation never
+guesses. So torchvision's ResNets, VGGs, AlexNet, MobileNetV2/V3 and EfficientNets derive (any
+graph of convolutions, linear layers, batch norm, channel-wise nonlinearities, pooling,
+dropout, flatten, residual additions and squeeze-excitation products), and ViTs, Swin, ConvNeXt
+(channels-last layer norm), DenseNet, GoogLeNet, SqueezeNet and ShuffleNet (concatenation),
+ResNeXt and RegNet (grouped convolutions) are refused at their first such node.
+
+A group that no nonlinearity reads (a MobileNet block's linear bottleneck, whose output is
+added to no residual stream) is read by activation matching where its last layer writes it
+(``sites``: the batch norm or layer output).
 
 :mod:`convergent.alignment` finds the permutations that align one network to another.
 
@@ -94,6 +104,47 @@ _CHANNELWISE_METHODS = {"relu", "sigmoid", "tanh", "contiguous", "clone", "detac
 _ADD = {operator.add, operator.iadd, torch.add, operator.mul, operator.imul, torch.mul, operator.sub}
 _NONLINEAR_METHODS = {"relu", "sigmoid", "tanh"}
 _FIXED = 0
+_ON_VALUES = {operator.getitem, operator.add, operator.sub, operator.mul, operator.floordiv, operator.truediv,
+              operator.mod, operator.neg, operator.eq, operator.ne, operator.lt, operator.le, operator.gt,
+              operator.ge, len, int, float, torch._assert}
+
+# Why an op cannot be followed, by module type or function/method name.
+_WHY = {
+    "cat": "concatenation: its channels come from several channel spaces, each with its own permutation "
+           "(a block permutation that is not derived)",
+    "stack": "stacking tensors makes a new axis from several channel spaces",
+    "getitem": "indexing or slicing a tensor (a class token, a split into heads) picks channels or tokens by "
+               "position, which a permutation does not follow",
+    "chunk": "splitting a tensor picks channels by position",
+    "split": "splitting a tensor picks channels by position",
+    "permute": "moves the channel axis (channels-last maps, token sequences): the derivation follows "
+               "channels on axis 1 only",
+    "transpose": "moves the channel axis: the derivation follows channels on axis 1 only",
+    "reshape": "a reshape other than flatten(x, 1) (a map into patch tokens, channels into heads) does not "
+               "keep channels on one axis",
+    "view": "a view other than flatten(x, 1) (a map into patch tokens, channels into heads) does not keep "
+            "channels on one axis",
+    "LayerNorm": "layer norm normalises over the last axis, which here is not followed as the channel axis "
+                 "(channels-last blocks, token sequences)",
+    "GroupNorm": "group norm normalises blocks of channels together: a permutation would have to keep them",
+    "LocalResponseNorm": "local response normalisation mixes neighbouring channels",
+    "MultiheadAttention": "attention mixes tokens with weights computed from all channels of each head; "
+                          "per-head groups of the query, key and value projections are not derived",
+    "scaled_dot_product_attention": "attention mixes tokens with weights computed across channels",
+    "softmax": "softmax normalises across an axis",
+    "matmul": "a matrix product mixes an axis that the derivation cannot tell apart from channels",
+    "bmm": "a matrix product mixes an axis that the derivation cannot tell apart from channels",
+    "einsum": "a tensor contraction whose axes the derivation does not follow",
+    "ChannelShuffle": "channel shuffle reorders channels by position",
+    "channel_shuffle": "channel shuffle reorders channels by position",
+}
+
+
+def _op_key(node: fx.Node, modules: dict) -> str:
+    if node.op == "call_module":
+        return type(modules[node.target]).__name__
+    target = node.target
+    return target if isinstance(target, str) else getattr(target, "__name__", str(target))
 
 
 def _is_identity_probe(module: nn.Module) -> bool:
@@ -122,6 +173,7 @@ class _Derivation:
         self.axes: list[list[Axis]] = [[]]
         self.sites: list[list[str]] = [[]]
         self.fixed_reason: dict[int, str] = {}
+        self.writers: list[list[str]] = [[]]  # nodes whose output is the group's (conv, bn): fallback sites
         self.label: dict[fx.Node, object] = {}
 
     # -- union-find
@@ -137,6 +189,7 @@ class _Derivation:
         self.names.append(name)
         self.axes.append([])
         self.sites.append([])
+        self.writers.append([])
         return len(self.parent) - 1
 
     def union(self, a: int, b: int, node: fx.Node, reason: str = "") -> int:
@@ -152,6 +205,7 @@ class _Derivation:
         self.parent[drop] = keep
         self.axes[keep] += self.axes[drop]
         self.sites[keep] += self.sites[drop]
+        self.writers[keep] += self.writers[drop]
         return keep
 
     def fix(self, label, node: fx.Node, reason: str) -> None:
@@ -177,11 +231,18 @@ class _Derivation:
         if g != _FIXED:
             self.axes[g].append(Axis(key, axis, repeat))
 
-    def unsupported(self, node: fx.Node, what: str) -> ValueError:
+    def unsupported(self, node: fx.Node, what: str, why: str | None = None) -> ValueError:
+        from convergent.network_graph import node_name
+
+        why = why or _WHY.get(_op_key(node, self.modules), "it is not known to act channel by channel")
         return ValueError(
-            f"cannot derive permutation groups: node {node.name!r} ({what}) is not known to act "
-            "channel by channel; supported: conv (groups=1 or depthwise), linear, batch norm, "
-            "elementwise nonlinearities, pooling, dropout, flatten, residual addition")
+            f"cannot derive permutation groups: node {node_name(self.graph, node)!r} ({what}): {why}; "
+            "supported: conv (groups=1 or depthwise), linear, batch norm, elementwise nonlinearities, "
+            "pooling, dropout, flatten, residual addition, channel-wise products")
+
+    def wrote(self, label, node: fx.Node) -> None:
+        if isinstance(label, int):
+            self.writers[self.find(label)].append(node.name)
 
     def run(self) -> None:
         for node in self.graph.graph.nodes:
@@ -214,10 +275,13 @@ class _Derivation:
             elif module.groups == module.in_channels == module.out_channels:
                 out = x  # depthwise: channel c reads only channel c
             else:
-                raise self.unsupported(node, f"grouped convolution, groups={module.groups}")
+                raise self.unsupported(node, f"grouped convolution, groups={module.groups}",
+                                       "a permutation would have to keep each group's channels together and "
+                                       "permute the groups alike; such block permutations are not derived")
             self.add_axis(out, f"{name}.weight", 0)
             if module.bias is not None:
                 self.add_axis(out, f"{name}.bias", 0)
+            self.wrote(out, node)
             return out
         if isinstance(module, nn.Linear):
             out = self.new_group(name, module.out_features)
@@ -225,6 +289,7 @@ class _Derivation:
             self.add_axis(out, f"{name}.weight", 0)
             if module.bias is not None:
                 self.add_axis(out, f"{name}.bias", 0)
+            self.wrote(out, node)
             return out
         if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
             if isinstance(x, tuple):
@@ -232,6 +297,7 @@ class _Derivation:
             for key, value in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
                 if value.ndim == 1:  # weight, bias, running_mean, running_var (not num_batches_tracked)
                     self.add_axis(x, f"{name}.{key}", 0)
+            self.wrote(x, node)
             return x
         if isinstance(module, nn.LocalResponseNorm):
             self.fix(x, node, f"{name!r} (local response normalisation) mixes neighbouring channels")
@@ -247,7 +313,10 @@ class _Derivation:
     def flatten(self, node: fx.Node, x, start: int = 1, end: int = -1):
         shape = self.shapes.get(node.args[0])
         if shape is None or start != 1 or end not in (-1, len(shape) - 1):
-            raise self.unsupported(node, "flatten other than flatten(x, 1)")
+            raise self.unsupported(node, "flatten other than flatten(x, 1)",
+                                   "only flatten(x, 1) of a map is followed (channel c becomes a block of the "
+                                   "next linear layer's inputs); flattening the spatial axes into tokens moves "
+                                   "the channel axis")
         if isinstance(x, tuple) or len(shape) == 2:
             return x
         repeat = int(np.prod(shape[2:]))
@@ -259,6 +328,8 @@ class _Derivation:
             return None
         tensors = [a for a in node.args if isinstance(a, fx.Node)]
         labels = [self.label[a] for a in tensors]
+        if tensors and all(lab is None for lab in labels) and fn in _ON_VALUES:
+            return None  # arithmetic on shapes and sizes, not on tensors
         if fn is torch.flatten:
             start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
             end = node.args[2] if len(node.args) > 2 else node.kwargs.get("end_dim", -1)
@@ -274,7 +345,7 @@ class _Derivation:
     def visit_method(self, node: fx.Node):
         method = node.target
         x = self.input_label(node, node.args[0])
-        if method == "size":
+        if method == "size" or (x is None and method in ("__getitem__",)):
             return None
         if method in _CHANNELWISE_METHODS:
             if method in _NONLINEAR_METHODS and isinstance(x, int):
@@ -298,6 +369,10 @@ class _Derivation:
             return self.join(node, [self.label[a] for a in node.all_input_nodes])
         raise self.unsupported(node, f"method .{method}()")
 
+    def fallback_sites(self, g: int) -> list[str]:
+        """Where activation matching reads a group that no nonlinearity reads: the last writer."""
+        return self.sites[g] or self.writers[g][-1:]
+
     def join(self, node: fx.Node, labels: list):
         if not labels:
             return None
@@ -317,7 +392,7 @@ class _Derivation:
             if root == g:
                 if not self.axes[g]:
                     continue
-                groups[self.names[g]] = Group(self.names[g], self.size[g], self.axes[g], self.sites[g])
+                groups[self.names[g]] = Group(self.names[g], self.size[g], self.axes[g], self.fallback_sites(g))
             elif root == _FIXED and g in self.fixed_reason and "logits" not in self.fixed_reason[g]:
                 fixed[self.names[g]] = self.fixed_reason[g]
         return PermutationSpec(groups, fixed)

@@ -236,8 +236,13 @@ def _evaluate_stitches(bottom_a, stitches: dict, top_b, batches, device="cpu") -
 
 def stitch_layers(model_a, model_b, layers: list[str], partners: dict, fit_batches, train_batches,
                   eval_batches, decay: float, steps: int, lr: float, device="cpu", positions: int | None = None,
-                  seed: int = 0, log=print) -> list[dict]:
+                  seed: int = 0, log=print, targets: dict | None = None) -> list[dict]:
     """The three stitches (A's bottom → B's top) at every layer in ``layers``.
+
+    Both networks are cut at the layer's graph node (:func:`convergent.network_graph.cut`): a zoo
+    probe point, or for any other model the module or FX node ``targets[layer]`` (default: the
+    layer's name). The stitching layer's shape follows the output there: a 1×1 convolution and
+    batch norm for ``[N, C, H, W]`` maps, a linear layer for ``[N, C]`` vectors.
 
     ``partners``: per layer, the matching's partner in B of each unit of A (-1: unmatched), or
     None to skip the permutation stitch. ``fit_batches()`` yields training inputs for the
@@ -249,7 +254,7 @@ def stitch_layers(model_a, model_b, layers: list[str], partners: dict, fit_batch
     import torch
 
     from convergent.connectivity import evaluate
-    from convergent.network_graph import probe_node, split, trace
+    from convergent.network_graph import cut, trace
 
     model_a, model_b = model_a.to(device).eval(), model_b.to(device).eval()
     loss_a, acc_a = evaluate(model_a, eval_batches(), device)
@@ -258,11 +263,16 @@ def stitch_layers(model_a, model_b, layers: list[str], partners: dict, fit_batch
     graph_a, graph_b = trace(model_a), trace(model_b)
     rows = []
     for layer in layers:
-        bottom_a, _ = split(graph_a, probe_node(graph_a, model_a, layer))
-        bottom_b, top_b = split(graph_b, probe_node(graph_b, model_b, layer))
+        target = (targets or {}).get(layer)
+        bottom_a, _ = cut(model_a, layer, target, graph_a)
+        bottom_b, top_b = cut(model_b, layer, target, graph_b)
         fit, val = layer_moments(bottom_a, bottom_b, fit_batches(), device, positions, seed=seed)
         with torch.no_grad():
-            spatial = bottom_a(next(iter(fit_batches())).to(device)[:1]).ndim > 2
+            shape = tuple(bottom_a(next(iter(fit_batches())).to(device)[:1]).shape)
+        if len(shape) not in (2, 4):
+            raise ValueError(f"{layer}: stitching layers exist for [N, C, H, W] maps and [N, C] vectors; "
+                             f"this layer's output has shape {list(shape)}")
+        spatial = len(shape) == 4
         std_x, std_y = (_live_std(s) for s in fit.std())
         c_a, c_b = len(std_x), len(std_y)
         stitches, info = {}, {}

@@ -4,21 +4,33 @@
 # (Lenc & Vedaldi 2015; Bansal et al. 2021) with a trained layer, the matching's permutation
 # and Li et al.'s sparse map. The functional steps read checkpoints and the dataset.
 
-# The permutation groups and the stitching cuts come from the zoo's probe points (convergent.network_graph);
-# other model sources get the papers' analyses and the similarity measures, not these stages.
-FUNCTIONAL = "architecture" in config["model"]
-if not FUNCTIONAL and not TEXT:  # text: common.smk says what is skipped
-    from snakemake.logging import logger
+# Both stages need the model's permutation groups and a clean cut of its graph at each stitched
+# layer. For the zoo they are known; for other image models (torchvision, timm, factories) they
+# are derived from the fx graph of the model built with random weights when the workflow is read
+# (convergent.functional_plan, cached), and where that fails the log names the node and why.
+from snakemake.logging import logger
 
-    logger.info("connectivity and stitching skipped: they need a zoo architecture (model.architecture); "
-                "this model comes from another source")
+from convergent.architectures import layer_specs as _layer_specs
+from convergent.functional_plan import plan_functional
+
+_FUNCTIONAL_PLAN = None if TEXT else plan_functional(config, LAYERS)  # text: common.smk says what is skipped
+FUNCTIONAL = _FUNCTIONAL_PLAN is not None and _FUNCTIONAL_PLAN["reason"] is None
+if _FUNCTIONAL_PLAN is not None and not FUNCTIONAL:
+    logger.info(f"connectivity and stitching skipped: {_FUNCTIONAL_PLAN['reason']}")
 CONNECTIVITY_PAIRS = PAIRS if config["connectivity"]["pairs"] == "all" else [FIRST_PAIR]
 STITCHING_PAIRS = PAIRS if config["stitching"]["pairs"] == "all" else [FIRST_PAIR]
-STITCH_LAYERS = [l for l in LAYERS if config["stitching"]["layers"] is None or l in config["stitching"]["layers"]]
 _unknown_stitch = sorted(set(config["stitching"]["layers"] or []) - set(LAYERS))
 if _unknown_stitch:
     raise WorkflowError(f"config key 'stitching.layers': {_unknown_stitch} are not probed layers {LAYERS}")
-
+_cannot_stitch = {l: why for l, why in ((_FUNCTIONAL_PLAN or {}).get("stitch") or {}).items() if why}
+STITCH_LAYERS = [l for l in LAYERS if (config["stitching"]["layers"] is None or l in config["stitching"]["layers"])
+                 and l not in _cannot_stitch]
+if FUNCTIONAL:
+    for _layer, _why in _cannot_stitch.items():
+        logger.info(f"stitching skipped at layer {_layer}: {_why}")
+# The module or FX node each stitched layer names, where it is not the layer's own name.
+STITCH_TARGETS = {s.name: s.target for s in (_layer_specs(config["model"]) or [])
+                  if s.name in STITCH_LAYERS and s.target != s.name}
 
 rule connectivity:
     output:
@@ -63,6 +75,7 @@ rule stitch:
         cfg=section("stitching", drop=("pairs", "layers")),
         dataset=section("dataset"),
         layers=STITCH_LAYERS,
+        targets=STITCH_TARGETS,
         pair=lambda wc: (int(wc.a), int(wc.b)),
     log:
         f"{OUT}/logs/stitch/{{a}}-{{b}}.log",
@@ -124,4 +137,5 @@ rule figure_functional_stitching:
 
 if FUNCTIONAL:
     TARGETS += rules.figure_functional_lmc.output
+if FUNCTIONAL and STITCH_LAYERS:
     TARGETS += rules.figure_functional_stitching.output

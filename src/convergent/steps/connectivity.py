@@ -22,6 +22,7 @@ from convergent.device import resolve_device
 from convergent.alignment import activation_matching, weight_matching
 from convergent.permutation import derive_spec, permute_state
 from convergent.outputs import atomic_output
+from convergent.models import channel_adapter, expected_channels
 from convergent.training import load_checkpoint
 
 ALIGNMENTS = ("none", "weight", "activation")
@@ -45,7 +46,8 @@ def main(inputs, outputs, params, log):
     model_b, _ = load_checkpoint(inputs.b)
     splits = load_dataset(params.dataset)
     probe, _ = probe_set(splits, params.dataset)
-    probe_inputs = dataset_batches(probe, cfg["batch_size"], labels=False)
+    prepare = channel_adapter(splits.in_channels, expected_channels(model_a))
+    probe_inputs = dataset_batches(probe, cfg["batch_size"], labels=False, prepare=prepare)
     example = next(probe_inputs())[:2]
 
     spec = derive_spec(model_a, example)
@@ -72,11 +74,12 @@ def main(inputs, outputs, params, log):
         raise RuntimeError(f"an aligned network does not compute B's function ({worst}): "
                            "the permutation groups of this architecture are wrong")
 
-    eval_batches = dataset_batches(splits.heldout, cfg["batch_size"], cfg["eval_images"], seed=cfg["seed"])
+    eval_batches = dataset_batches(splits.heldout, cfg["batch_size"], cfg["eval_images"], seed=cfg["seed"],
+                                   prepare=prepare)
     reset_batches = None
     if cfg["reset_images"] > 0 and has_batch_norm(model_b):
         reset_batches = dataset_batches(splits.train, cfg["batch_size"], cfg["reset_images"], labels=False,
-                                        seed=cfg["seed"])
+                                        seed=cfg["seed"], prepare=prepare)
     alphas = alpha_grid(cfg["alphas"])
     print(f"interpolating on {eval_batches.size} held-out images, {len(alphas)} values of alpha"
           + (f", batch-norm statistics reset on {reset_batches.size} training images at every alpha" if reset_batches

@@ -1,6 +1,7 @@
 """Rule `stitch`: model stitching of one seed pair at every stitched layer, three ways.
 
-A's layers up to the cut feed B's layers after it through (1) a trained stitching layer (Bansal
+A's layers up to the cut (a zoo probe point, or the module or FX node a layer names in
+`model.layers`) feed B's layers after it through (1) a trained stitching layer (Bansal
 et al. 2021: 1×1 conv + batch norm, or linear; both networks frozen), (2) the pipeline's
 bipartite matching of the layer as a permutation (Li et al. 2016 §3.1), (3) Li et al.'s §4 sparse
 L1 map fitted on training images. Writes one row per layer and stitch with the stitched
@@ -14,6 +15,7 @@ from convergent.connectivity import dataset_batches, shuffled_batches
 from convergent.data import load_dataset
 from convergent.device import resolve_device
 from convergent.matching import read_match_csv
+from convergent.models import channel_adapter, expected_channels
 from convergent.outputs import atomic_output
 from convergent.stitching import stitch_layers
 from convergent.training import load_checkpoint
@@ -29,16 +31,20 @@ def main(inputs, outputs, params, log):
     splits = load_dataset(params.dataset)
     partners = {layer: read_match_csv(path)["match_partner"].to_numpy()
                 for layer, path in zip(layers, inputs.matching)}
-    fit = dataset_batches(splits.train, cfg["batch_size"], cfg["fit_images"], labels=False, seed=cfg["seed"])
-    train = shuffled_batches(splits.train, cfg["batch_size"], cfg["seed"])
-    held_out = dataset_batches(splits.heldout, cfg["batch_size"], cfg["eval_images"], seed=cfg["seed"])
+    prepare = channel_adapter(splits.in_channels, expected_channels(model_a))
+    fit = dataset_batches(splits.train, cfg["batch_size"], cfg["fit_images"], labels=False, seed=cfg["seed"],
+                          prepare=prepare)
+    train = shuffled_batches(splits.train, cfg["batch_size"], cfg["seed"], prepare=prepare)
+    held_out = dataset_batches(splits.heldout, cfg["batch_size"], cfg["eval_images"], seed=cfg["seed"],
+                               prepare=prepare)
     print(f"stitching seed {a} (bottom) into seed {b} (top) at {layers}: maps fitted on {fit.size} training "
           f"images, stitching layers trained for {cfg['steps']} steps of {cfg['batch_size']}, "
           f"evaluated on {held_out.size} held-out images")
     torch.manual_seed(cfg["seed"])
     rows = stitch_layers(model_a, model_b, layers, partners, fit, train, held_out, decay=cfg["sparse_decay"],
                          steps=cfg["steps"], lr=cfg["lr"], device=device,
-                         positions=cfg["positions_per_image"], seed=cfg["seed"], log=print)
+                         positions=cfg["positions_per_image"], seed=cfg["seed"], log=print,
+                         targets=dict(getattr(params, "targets", None) or {}))
     frame = pd.DataFrame(rows)
     frame.insert(0, "a", a)
     frame.insert(1, "b", b)
