@@ -74,6 +74,11 @@ def tiny_config() -> dict:
     return yaml.safe_load(TINY_CONFIG.read_text())
 
 
+def tiny_layers() -> list[str]:
+    """The layers the tiny run probes, in network order."""
+    return tiny_config()["model"]["layers"]
+
+
 def write_config(directory: Path, config: dict, name: str = "config.yaml") -> Path:
     path = Path(directory) / name
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -81,7 +86,7 @@ def write_config(directory: Path, config: dict, name: str = "config.yaml") -> Pa
 
 
 def snakemake(workdir: Path, *args: str, configfile: Path | None = None, check: bool = True,
-              timeout: int = 900) -> subprocess.CompletedProcess:
+              timeout: int = 1800) -> subprocess.CompletedProcess:
     """Run the repository's workflow with ``workdir`` as working directory (results, .snakemake)."""
     command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
                "--cores", "2", *args]
@@ -125,3 +130,16 @@ def tiny_run(tmp_path_factory) -> Path:
     configfile = write_config(workdir, tiny_config())
     snakemake(workdir, configfile=configfile)
     return workdir
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (the suite runs with ``-n``), a test goes to the worker that already
+    holds what it needs: every test of a module shares the module's fixtures, and every test that
+    reads the session-wide tiny run (and the SLURM tests, which compare against it and share one
+    cluster) goes to one worker, so the tiny run is made once, not once per worker."""
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        shares_tiny_run = "tiny_run" in item.fixturenames or module.endswith("test_slurm.py")
+        item.add_marker(pytest.mark.xdist_group("tiny_run" if shares_tiny_run else module))

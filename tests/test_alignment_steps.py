@@ -171,11 +171,10 @@ def test_patch_rows_show_each_unit_and_its_partner(experiment):
 
 @pytest.mark.workflow
 def test_tiny_run_has_every_alignment_output_for_every_layer(tiny_run):
-    from conftest import tiny_config
-    from convergent.models import probe_layer_names
+    from conftest import tiny_config, tiny_layers
 
     out = tiny_run / "results" / tiny_config()["experiment"]
-    layers = probe_layer_names(tiny_config()["model"]["architecture"])
+    layers = tiny_layers()
     for layer in layers:
         for n in (2, 3, 4, 7):
             assert_readable_png(out / "figures" / f"li2016_fig{n}_{layer}.png")

@@ -116,6 +116,10 @@ def test_mnist5k_split_is_disjoint_seeded_and_probe_is_heldout():
         probe_indices({"probe_images": 2000}, 1000)
     limited = load_dataset({**cfg, "train_images": 64})
     assert len(limited.train) == 64
+    # every class, not the first classes of a training set stored class by class
+    labels = [int(limited.train[i][1]) for i in range(64)]
+    assert len(set(labels)) == 10
+    assert [int(y) for _, y in load_dataset({**cfg, "train_images": 64}).train] == labels  # the same draw
 
 
 def test_mnist5k_is_parsed_once_then_read_from_the_cache(tmp_path, monkeypatch):

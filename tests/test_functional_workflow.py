@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 
 from conftest import tiny_config
-from convergent.models import probe_layer_names
 
 pytestmark = pytest.mark.workflow
 
@@ -19,7 +18,9 @@ def test_functional_outputs_for_every_pair(tiny_run):
     config = tiny_config()
     out = tiny_run / "results" / config["experiment"]
     pairs = list(combinations(sorted(config["seeds"]), 2))
-    layers = probe_layer_names(config["model"]["architecture"])
+    pairs = pairs[:1] if config["connectivity"]["pairs"] == "first" else pairs
+    assert config["stitching"]["pairs"] == config["connectivity"]["pairs"]
+    layers = config["model"]["layers"]
     alphas = config["connectivity"]["alphas"]
     for a, b in pairs:
         record = json.loads((out / "functional" / "alignment" / f"{a}-{b}.json").read_text())

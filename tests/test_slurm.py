@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SRC, tiny_config, write_config
+from conftest import REPO, SRC, tiny_config, tiny_layers, write_config
 from support.slurm_cluster import SlurmCluster, fit_profile, skip_reason
 from support.dry_run import JOB_BLOCK, dry_run, run_snakemake
 
@@ -94,14 +94,11 @@ def test_tiny_workflow_runs_as_slurm_jobs_and_equals_a_local_run(cluster, tiny_r
     import numpy as np
     import torch
 
-    from convergent.models import probe_layer_names
-
     if importlib.util.find_spec("snakemake_executor_plugin_slurm") is None:
         pytest.fail("snakemake-executor-plugin-slurm is not installed (it is in pyproject's `test` extra)")
     local = tiny_run / "results" / "tiny"
     # the first two layers: extraction draws conv positions layer by layer from one RNG
-    layers = [name for name in probe_layer_names(tiny_config()["model"]["architecture"])
-              if (local / "stats" / f"{name}.h5").exists()][:2]
+    layers = tiny_layers()[:2]
     config = _slurm_config(layers)
     seeds = config["seeds"]
     configfile = write_config(tmp_path, config)

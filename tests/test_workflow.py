@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, copy_run, planned_jobs, snakemake, tiny_config, write_config
+from conftest import REPO, copy_run, planned_jobs, snakemake, tiny_config, tiny_layers, write_config
 from convergent.activations import layer_names, read_image_index, read_positions, read_samples
-from convergent.models import probe_layer_names
 
 pytestmark = pytest.mark.workflow
-LAYERS = probe_layer_names("small_cnn")
+LAYERS = tiny_layers()
 
 
 def test_tiny_run_outputs(tiny_run):

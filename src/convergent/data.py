@@ -24,6 +24,7 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 from torchvision import datasets, transforms
 
 from convergent.architectures import DATASET_GEOMETRY
+from convergent.sampling import sample_rows, seeded_rng
 
 # Per-channel statistics of each training set (the usual published values).
 _NORMALISATION = {
@@ -162,7 +163,11 @@ def load_dataset(cfg: dict, augment_imagefolder: bool = False) -> ImageSplits:
     splits = _load_full(cfg, augment_imagefolder)
     limit = cfg.get("train_images")
     if limit is not None and splits.train is not None and limit < len(splits.train):
-        splits.train = Subset(splits.train, range(int(limit)))
+        # A seeded draw, not the first N: mnist5k and ImageFolder list their images class by class,
+        # so a prefix holds one or two classes. The same draw for every seed (networks differ by
+        # their initialisation and batch order only).
+        keep = sample_rows(len(splits.train), int(limit), seeded_rng(cfg.get("split_seed", 0), "train_images"))
+        splits.train = Subset(splits.train, keep.tolist())
     return splits
 
 
