@@ -239,6 +239,10 @@ def _table2(tables: Path) -> str | None:
     if t2 is None:
         return None
     layers = [c[: -len(" loss")] for c in t2.columns if c.endswith(" loss")]
+    t1 = _read(tables, "li2016_table1")
+    if t1 is not None:  # the network's order (rows), not the order the columns happen to be in
+        order = _layers(t1)
+        layers.sort(key=lambda layer: order.index(layer) if layer in order else len(order))
     if not layers:
         return None
     first, last = layers[0], layers[-1]
