@@ -6,11 +6,11 @@ One job of each kind (train, extract, correlate, mutual_info, match, sparse_map,
 similarity, bootstrap, connectivity, stitch, a figure, a table) is made to run again in a copy of
 the session's tiny run by deleting its outputs, and Snakemake is asked for exactly those outputs
 (in two phases, see ``PHASES``). While it runs, a seeded RNG kills (SIGKILL: no handler, no cleanup):
-- each kind's job process once, at a random moment of its expected run time (the original job's,
-  from Snakemake's metadata), so every kind is killed while it runs: in its imports, its compute or
-  its writes, wherever the moment falls;
+- each kind's job (its process tree) once: at a random moment of its expected run time (the
+  original job's, from Snakemake's metadata), or, for a random half, as soon as a temporary of its
+  outputs appears, that is while it writes;
 - Snakemake itself with all its jobs (the whole process group, as a lost node or an OOM killer
-  would) in each phase's first attempt, leaving its lock and incomplete-output markers behind.
+  would), once, leaving its lock and incomplete-output markers behind.
 A killed job is retried by the same Snakemake (`--retries`, as a profile would set); after a lost
 Snakemake the run is restarted as a user would (`snakemake --unlock`, then `--rerun-incomplete`).
 The test checks:
@@ -21,8 +21,8 @@ The test checks:
   format allows (see ``same_content`` for the exceptions and why), no temporary is left, and
   `convergent check` finds nothing.
 
-It costs one run of each kind's cheapest job plus the killed part of each, and six Snakemake
-starts (two attempts and an unlock per phase). Run it alone with ``pytest -m faults``.
+It costs one run of each kind's cheapest job plus the killed part of each, and four Snakemake
+starts (the lost one, the unlock, the rerun; the second phase). Run it alone with ``pytest -m faults``.
 """
 
 from __future__ import annotations
@@ -56,7 +56,6 @@ KINDS = ("train", "extract", "correlate", "mutual_info", "match", "sparse_map", 
 # jobs (checked from Snakemake's log), so the faults cost no more than the jobs they hit.
 PHASES = (tuple(k for k in KINDS if k not in ("train", "extract", "correlate")), ("train", "extract", "correlate"))
 SEED = 16  # the issue's number: any fixed seed makes the kill moments reproducible
-GROUP_KILLS = 1  # attempts per phase that lose Snakemake itself (the first), before the per-job kills
 MAX_ATTEMPTS = 10
 TEMPORARY = re.compile(r"^\..+\.tmp\d+(\.\w+)?$|^\..+\.sha256\.tmp\d+$")  # outputs.atomic_output's names
 SKIPPED = {"logs", "benchmarks", ".resume"}  # Snakemake's records and the training resume cache
@@ -113,30 +112,61 @@ def script_rules() -> dict[str, str]:
     return stems
 
 
-def running_jobs(root: int, stems: dict[str, str]) -> dict[int, str]:
-    """pid -> rule of the step scripts running under process ``root`` (descendants only)."""
-    parents, commands = {}, {}
+def _parents() -> dict[int, int]:
+    """pid -> parent pid of every process now (this kernel has no /proc/PID/task/TID/children)."""
+    parents = {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
+        if entry.isdigit():
+            with contextlib.suppress(OSError):
+                parents[int(entry)] = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    return parents
+
+
+def running_jobs(root: int, stems: dict[str, str]) -> dict[int, tuple[str, list[int]]]:
+    """The step scripts running under process ``root``: pid -> (rule, the pids of its process tree).
+    A process a step forks keeps its command line, so only the topmost one names the job."""
+    parents = _parents()
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents.items():
+        children.setdefault(parent, []).append(pid)
+
+    def tree(pid: int) -> list[int]:
+        found, i = [pid], 0
+        while i < len(found):
+            found += children.get(found[i], [])
+            i += 1
+        return found
+
+    jobs, inside = {}, set()
+    for pid in tree(root)[1:]:  # parents before children
+        if pid in inside:
             continue
         try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            commands[int(entry)] = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         except OSError:
             continue  # ended meanwhile
-        parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    jobs = {}
-    for pid, argv in commands.items():
         script = next((a.decode() for a in argv if b".snakemake/scripts/tmp" in a), None)
-        if script is None or not Path(argv[0].decode()).name.startswith("python"):
-            continue
-        ancestor = parents.get(pid)
-        while ancestor not in (None, 0, 1, root):
-            ancestor = parents.get(ancestor)
-        if ancestor == root:
+        if script and Path(argv[0].decode()).name.startswith("python"):
             stem = Path(script).name.split(".", 1)[1].removesuffix(".py")
-            jobs[pid] = stems.get(stem, stem)
+            jobs[pid] = (stems.get(stem, stem), tree(pid))
+            inside.update(jobs[pid][1])
     return jobs
+
+
+def _kill(pids) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _writing(outputs: list[Path]) -> bool:
+    """Whether a temporary of one of ``outputs`` is on disk: the job is writing it."""
+    for directory in {o.parent for o in outputs}:
+        with contextlib.suppress(OSError):
+            names = os.listdir(directory)
+            if any(TEMPORARY.match(n) and any(n.startswith(f".{o.name}.tmp") for o in outputs) for n in names):
+                return True
+    return False
 
 
 def start_snakemake(run: Path, targets: list[str], log: Path, *args: str) -> subprocess.Popen:
@@ -234,7 +264,7 @@ def result_files(run: Path) -> dict[str, Path]:
 # -- the test ------------------------------------------------------------------------------------
 
 def run_with_faults(run: Path, jobs: dict[str, dict], logs: Path, rng: random.Random, stats: dict,
-                    reference: Path) -> None:
+                    reference: Path, lose_snakemake_once: bool) -> None:
     """Run ``jobs`` (their outputs deleted) to completion through SIGKILLs; see the module docstring."""
     targets = sorted(f for job in jobs.values() for f in job["outputs"])
     for target in targets:
@@ -248,33 +278,39 @@ def run_with_faults(run: Path, jobs: dict[str, dict], logs: Path, rng: random.Ra
         log = logs / f"attempt{stats['attempts']}.log"
         # --retries: a killed job is rerun by the same Snakemake, as a profile with retries would
         snakemake = start_snakemake(run, targets, log, "--keep-going", "--rerun-incomplete", "--retries", "2")
-        lose_snakemake = attempt <= GROUP_KILLS
+        lose_snakemake = lose_snakemake_once and attempt == 1
         group_kill_at = None
-        aimed: dict[int, tuple[str, float]] = {}  # job pid -> (kind, when it is killed)
+        aimed: dict[int, tuple[str, float, bool]] = {}  # job pid -> (kind, when it is killed, or once writing)
         while snakemake.poll() is None:
             now = time.monotonic()
             running = running_jobs(snakemake.pid, stems)
             if lose_snakemake and running and group_kill_at is None:
-                group_kill_at = now + rng.uniform(0.1, 0.8) * min(expected[kind_of(r)] for r in running.values())
+                group_kill_at = now + rng.uniform(0.1, 0.8) * min(expected[kind_of(r)] for r, _ in running.values())
             if group_kill_at is not None and now >= group_kill_at and running:
                 os.killpg(snakemake.pid, signal.SIGKILL)
-                for pid in running:  # in case a job left the group: it must not outlive Snakemake
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
+                _kill(p for _, tree in running.values() for p in tree)  # in case one left the group
                 snakemake.wait()
                 stats["group_kills"] += 1
-                killed.update(kind_of(rule) for rule in running.values())
+                killed.update(kind_of(rule) for rule, _ in running.values())
                 break
-            for pid, rule in running.items():
+            for pid, (rule, _) in running.items():
                 kind = kind_of(rule)
                 if pid not in aimed and not killed[kind]:
-                    aimed[pid] = (kind, now + rng.uniform(0.1, 0.8) * expected[kind])
-            for pid, (kind, when) in list(aimed.items()):
-                if now >= when and pid in running and not killed[kind]:
-                    os.kill(pid, signal.SIGKILL)
+                    # half the kills at a random moment, half as soon as the job writes an output
+                    # (or at the end of its expected time, if its writes are too quick to see)
+                    on_write = rng.random() < 0.5
+                    share = 0.95 if on_write else rng.uniform(0.1, 0.8)
+                    aimed[pid] = (kind, now + share * expected[kind], on_write)
+            for pid, (kind, when, on_write) in list(aimed.items()):
+                if pid not in running or killed[kind]:
+                    continue
+                writing = on_write and _writing([run / o for o in jobs[kind]["outputs"]])
+                if writing or now >= when:
+                    _kill(running[pid][1])
                     killed[kind] += 1
+                    stats["killed_writing"] += writing
                     del aimed[pid]
-            time.sleep(0.05)
+            time.sleep(0.03)
 
         started, finished = started_and_finished(log)
         started = {(rule, tuple(sorted(outputs))) for rule, outputs in started}
@@ -312,9 +348,13 @@ def test_jobs_killed_at_random_moments_rerun_to_the_uninterrupted_results(tiny_r
     run = copy_run(tiny_run, tmp_path / "run")
     jobs = chosen_jobs(run)
     rng = random.Random(SEED)
-    stats = {"killed": Counter(), "group_kills": 0, "attempts": 0, "redone": [], "temporaries": set()}
-    for phase in PHASES:
-        run_with_faults(run, {kind: jobs[kind] for kind in phase}, tmp_path, rng, stats, tiny_run)
+    stats = {"killed": Counter(), "group_kills": 0, "attempts": 0, "redone": [], "temporaries": set(),
+             "killed_writing": 0}
+    for i, phase in enumerate(PHASES):
+        # Snakemake itself is lost in the first phase, where most kinds run at once (one lost
+        # Snakemake costs two more Snakemake starts: the unlock and the rerun)
+        run_with_faults(run, {kind: jobs[kind] for kind in phase}, tmp_path, rng, stats, tiny_run,
+                        lose_snakemake_once=i == 0)
 
     leftovers = [str(p) for p in (run / "results").rglob("*") if TEMPORARY.match(p.name)]
     assert not leftovers, f"temporaries left after the rerun: {leftovers}"
@@ -336,7 +376,8 @@ def test_jobs_killed_at_random_moments_rerun_to_the_uninterrupted_results(tiny_r
     print(f"\nfault injection: {sum(killed.values())} jobs SIGKILLed while running ({stats['group_kills']} times "
           f"with Snakemake itself), {stats['attempts']} Snakemake runs, {len(jobs)} rule kinds, seed {SEED}")
     print("  jobs killed per kind: " + ", ".join(f"{kind} {killed[kind]}" for kind in KINDS))
-    print(f"  temporaries the kills left: {len(stats['temporaries'])} (hidden names, removed by the rerun); "
+    print(f"  kills while the job was writing an output: {stats['killed_writing']}; temporaries the kills left: "
+          f"{len(stats['temporaries'])} (hidden names, removed by the rerun); "
           f"outputs under their final name that were incomplete after a kill: 0; jobs rerun after finishing: 0")
     print(f"  outputs remade: {len(rerun)}, byte-identical to the uninterrupted run {len(rerun) - sum(by_values.values())}, "
           f"equal in every value {dict(by_values)}; all {len(how)} result files compared, "
