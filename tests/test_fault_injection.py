@@ -302,11 +302,11 @@ def run_with_faults(run: Path, jobs: dict[str, dict], logs: Path, rng: random.Ra
             for pid, (rule, _) in running.items():
                 kind = kind_of(rule)
                 if pid not in aimed and not killed[kind]:
-                    # half the kills at a random moment, half as soon as the job writes an output
-                    # (or at the end of its expected time, if its writes are too quick to see)
-                    # (a job on a busy machine runs slower than its record: wait long for the write)
+                    # half the kills at a random moment, half as soon as the job writes an output,
+                    # or near the end of its expected time if no write has been seen by then (a
+                    # job that ends before its kill costs one more Snakemake run to kill it again)
                     on_write = rng.random() < 0.5
-                    share = 3.0 if on_write else rng.uniform(0.1, 0.8)
+                    share = 0.9 if on_write else rng.uniform(0.1, 0.8)
                     aimed[pid] = (kind, now + share * expected[kind], on_write)
             for pid, (kind, when, on_write) in list(aimed.items()):
                 if pid not in running or killed[kind]:
