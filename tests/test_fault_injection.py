@@ -59,6 +59,7 @@ KINDS = ("train", "extract", "correlate", "mutual_info", "match", "sparse_map", 
 PHASES = (tuple(k for k in KINDS if k not in ("train", "extract", "correlate")), ("train", "extract", "correlate"))
 SEED = 16  # the issue's number: any fixed seed makes the kill moments reproducible
 MAX_ATTEMPTS = 10
+MIN_SECONDS = 1.5
 TEMPORARY = re.compile(r"^\..+\.tmp\d+(\.\w+)?$|^\..+\.sha256\.tmp\d+$")  # outputs.atomic_output's names
 SKIPPED = {"logs", "benchmarks", ".resume"}  # Snakemake's records and the training resume cache
 # wall-clock fields measure the machine's load, not the results (convergent.compare skips them too)
@@ -89,7 +90,9 @@ def chosen_jobs(run: Path) -> dict[str, dict]:
     reports training time, which differs in every run, so with `train` rerun its table could not
     be compared byte for byte."""
     chosen: dict[str, dict] = {}
-    for job in sorted(jobs_of_run(run), key=lambda j: (j["seconds"], j["outputs"])):
+    # a job that ends before the process poll sees it cannot be killed while it runs: cheapest
+    # among those that took at least MIN_SECONDS, where a kind has any
+    for job in sorted(jobs_of_run(run), key=lambda j: (j["seconds"] < MIN_SECONDS, j["seconds"], j["outputs"])):
         kind = kind_of(job["rule"])
         if kind and kind not in chosen and job["rule"] != "table_accuracy":
             if kind == "extract":
@@ -306,7 +309,7 @@ def run_with_faults(run: Path, jobs: dict[str, dict], logs: Path, rng: random.Ra
                     # or near the end of its expected time if no write has been seen by then (a
                     # job that ends before its kill costs one more Snakemake run to kill it again)
                     on_write = rng.random() < 0.5
-                    share = 0.9 if on_write else rng.uniform(0.1, 0.8)
+                    share = 0.7 if on_write else rng.uniform(0.1, 0.6)
                     aimed[pid] = (kind, now + share * expected[kind], on_write)
             for pid, (kind, when, on_write) in list(aimed.items()):
                 if pid not in running or killed[kind]:
