@@ -341,9 +341,11 @@ def run_with_faults(run: Path, jobs: dict[str, dict], logs: Path, rng: random.Ra
         if snakemake.returncode == 0 and all(killed[kind] for kind in expected):
             return
         if snakemake.returncode == 0:
-            # every job of these kinds finished before its kill moment: run them once more
+            # every job of these kinds finished before its kill moment: run them once more, and
+            # aim earlier (the reference run's times were taken on a busier machine, say)
             for kind in expected:
                 if not killed[kind]:
+                    expected[kind] /= 3
                     for output in jobs[kind]["outputs"]:
                         (run / output).unlink()
             finished_before.clear()
