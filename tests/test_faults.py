@@ -322,3 +322,17 @@ def test_correlate_names_a_truncated_activation_file(activation_file, tmp_path):
         correlate(SimpleNamespace(activations=[str(whole), str(cut)]), SimpleNamespace(stats=out / "stats" / "conv1.h5"),
                   params, None)
     assert not (out / "stats").exists()
+
+
+def test_a_rerun_removes_what_killed_writers_left_and_nothing_else(tmp_path):
+    from convergent.outputs import remove_stale_temporaries
+
+    out = tmp_path / "matching" / "conv1"
+    out.mkdir(parents=True)
+    left = [out / ".0-1.csv.tmp4242.csv", out / ".0-1.csv.sha256.tmp4242"]
+    kept = [out / "0-1.csv", out / ".0-1.csv.sha256", out / ".0-2.csv.tmp4242.csv", out / ".0-1.csv.tmp4242.csv.bak"]
+    for path in left + kept:
+        path.write_text("x")
+    assert sorted(remove_stale_temporaries(out / "0-1.csv")) == sorted(left)
+    assert sorted(out.iterdir()) == sorted(kept)
+    assert remove_stale_temporaries(tmp_path / "nowhere" / "t.csv") == []

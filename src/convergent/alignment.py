@@ -100,7 +100,9 @@ def weight_matching(state_a: dict, state_b: dict, spec: PermutationSpec, max_ite
             converged = True
             break
     aligned = permute_state(state_b, spec, perms)
-    objective = float(sum(float((state_a[k].double() * aligned[k].double()).sum()) for k in costs.keys))
+    # in sorted order: a set's order changes with each process's hash seed, and with it the last
+    # bits of the sum (found by the fault-injection suite: a rerun job wrote another objective)
+    objective = float(sum(float((state_a[k].double() * aligned[k].double()).sum()) for k in sorted(costs.keys)))
     if log:
         log(f"weight matching: {sweep} sweep(s), converged {converged}, <W_A, W_B'> = {objective:.6g}")
     return perms, {"sweeps": sweep, "converged": converged, "objective": objective}

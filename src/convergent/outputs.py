@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,6 +51,31 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(record_tmp, record)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporaries that killed writers of ``path`` left beside it (``.NAME.tmpPID.EXT``
+    and ``.NAME.sha256.tmpPID``); returns them.
+
+    Only for a job about to write ``path`` itself: Snakemake gives one output to one running job
+    at a time, so no temporary of ``path`` can belong to a writer still alive. Without this, every
+    SIGKILL would leave a file for ``convergent check`` to report after the rerun had made the output.
+
+    >>> import tempfile, pathlib
+    >>> out = pathlib.Path(tempfile.mkdtemp()) / "t.csv"
+    >>> _ = (out.parent / ".t.csv.tmp77.csv").write_text("a,b\\n1,")
+    >>> [p.name for p in remove_stale_temporaries(out)]
+    ['.t.csv.tmp77.csv']
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        return []
+    mine = re.compile(rf"^\.{re.escape(path.name)}\.tmp\d+{re.escape(path.suffix)}$"
+                      rf"|^\.{re.escape(path.name)}\.sha256\.tmp\d+$")
+    stale = [p for p in path.parent.iterdir() if mine.match(p.name)]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def checksum_path(path: str | os.PathLike) -> Path:

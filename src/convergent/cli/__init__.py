@@ -17,6 +17,7 @@ COMMANDS = {
     "layers": ("convergent.cli.layers", "list every layer of the configured model that can be probed"),
     "check": ("convergent.cli.check", "check the config, its inputs and every finished file, without running"),
     "compare": ("convergent.cli.compare", "how two runs' tables and accuracies differ, within tolerances"),
+    "results-readme": ("convergent.cli.results_readme", "write the README's results section from a run's tables"),
 }
 
 

@@ -10,6 +10,8 @@ import time
 import traceback
 from pathlib import Path
 
+from convergent.outputs import remove_stale_temporaries
+
 
 class _Tee:
     """Write to the log file and to the original stream, so progress bars show in the terminal
@@ -36,6 +38,7 @@ def run_step(main, snakemake) -> None:
     """Call ``main(inputs, outputs, params, log)`` with stdout/stderr teed into the rule's log.
 
     A failure's traceback lands in the log file, so the log of a failed job names the cause.
+    Temporaries of this job's outputs that a killed attempt left are removed first.
     """
     threads = max(1, int(snakemake.threads))
     if "torch" in sys.modules:  # imported by the step's library modules; never import it just for this
@@ -51,6 +54,9 @@ def run_step(main, snakemake) -> None:
         where = f" as SLURM job {os.environ['SLURM_JOB_ID']}" if "SLURM_JOB_ID" in os.environ else ""
         print(f"[{snakemake.rule}] started {time.strftime('%Y-%m-%d %H:%M:%S')} on {socket.gethostname()}{where}",
               file=sys.stderr)
+        for path in snakemake.output:
+            for stale in remove_stale_temporaries(path):
+                print(f"[{snakemake.rule}] removed {stale}, left by a killed job", file=sys.stderr)
         try:
             main(snakemake.input, snakemake.output, snakemake.params, snakemake.log)
         except BaseException:
