@@ -443,18 +443,27 @@ def cost_table(groups: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def profile_resources(rules: dict[str, pd.DataFrame], headroom: float = 1.5) -> dict[str, dict]:
-    """Per rule, over the presets: ``mem_mb`` (the largest extrapolated peak x headroom, rounded up
-    to 500 MB, at least 1,000) and ``runtime`` in minutes (the largest job's CPU time on one core x
-    headroom, at least 10: more threads only shorten it). GPU rules get no runtime: their CPU time
-    says nothing about their time on a GPU."""
+GPU_THREADS = {"train": 8, "extract": 4}  # data-loader workers feeding the GPU: not measured here
+
+
+def profile_resources(rules: dict[str, pd.DataFrame], headroom: float = 1.5,
+                      hours_per_thread: float = 1.0) -> dict[str, dict]:
+    """Per rule, over the presets: ``mem_mb``, the largest extrapolated peak x headroom, rounded up
+    to 500 MB, at least 1,000; ``threads``, one per ``hours_per_thread`` CPU-hours of the largest
+    job (1 to 8: the BLAS-bound steps use them, and a job of a day on one core should not be one);
+    ``runtime`` in minutes, the largest job's CPU time on one core x headroom, at least 10 (no
+    speed-up from the threads is assumed, so it is an upper bound). GPU rules get no runtime
+    (their CPU time says nothing about their time on a GPU) and their data-loader threads."""
     merged = pd.concat(rules.values())
     out = {}
     for rule, jobs in merged.groupby("rule"):
-        mem = max(1000, math.ceil(jobs["peak_mb"].max() * headroom / 500) * 500)
-        entry = {"mem_mb": int(mem)}
-        if rule not in GPU_RULES:
-            entry["runtime"] = int(max(10, math.ceil(jobs["largest_job_cpu_s"].max() * headroom / 60)))
+        cpu = float(jobs["largest_job_cpu_s"].max())
+        entry = {"mem_mb": int(max(1000, math.ceil(jobs["peak_mb"].max() * headroom / 500) * 500))}
+        if rule in GPU_RULES:
+            entry["threads"] = GPU_THREADS.get(rule, 1)
+        else:
+            entry["threads"] = int(min(8, max(1, math.ceil(cpu / 3600 / hours_per_thread))))
+            entry["runtime"] = int(max(10, math.ceil(cpu * headroom / 60)))
         out[rule] = entry
     return out
 
@@ -463,9 +472,15 @@ PROFILE_BEGIN = "# >>> pipeline_cost: written by benchmarks/pipeline_cost.py --w
 PROFILE_END = "# <<< pipeline_cost"
 
 
-def profile_block(resources: dict[str, dict], source: str, gpu: bool, runtime: bool, attempt: bool) -> str:
-    """The `set-resources:` block of a profile between the markers."""
-    lines = [PROFILE_BEGIN, f"# {source}", "set-resources:"]
+def profile_block(resources: dict[str, dict], source: str, gpu: bool, runtime: bool, attempt: bool,
+                  threads: bool = True) -> str:
+    """The profile's `set-threads:` and `set-resources:` between the markers."""
+    lines = [PROFILE_BEGIN, f"# {source}.", "# mem_mb: the largest job's peak x 1.5; runtime (minutes): its CPU time on one core",
+             "# x 1.5; threads: one per CPU-hour of the largest job, 1-8 (train, extract: data-loader workers)."]
+    if threads:
+        lines.append("set-threads:")
+        lines += [f"  {rule}: {resources[rule]['threads']}" for rule in sorted(resources)]
+    lines.append("set-resources:")
     for rule in sorted(resources):
         entry = resources[rule]
         lines.append(f"  {rule}:")
@@ -547,7 +562,7 @@ def main() -> None:
     (args.out.parent / "profile_resources.yaml").write_text(profile_block(resources, source, True, True, True))
     if args.write_profiles:
         for name, kwargs in (("slurm", dict(gpu=True, runtime=True, attempt=True)),
-                             ("workstation", dict(gpu=True, runtime=False, attempt=False))):
+                             ("workstation", dict(gpu=True, runtime=False, attempt=False, threads=False))):
             path = REPO / "workflow" / "profiles" / name / "config.yaml"
             path.write_text(replace_block(path.read_text(), profile_block(resources, source, **kwargs)))
             print(f"written: {path}")

@@ -79,9 +79,12 @@ def test_a_rule_with_fewer_jobs_than_layers_runs_on_the_middle_layer():
 
 def test_profile_resources_round_up_with_headroom_and_the_block_replaces_itself():
     rules = pd.DataFrame([{"rule": "correlate", "peak_mb": 2100.0, "largest_job_cpu_s": 3000.0},
+                          {"rule": "subspace", "peak_mb": 900.0, "largest_job_cpu_s": 2.5 * 3600},
                           {"rule": "train", "peak_mb": 100.0, "largest_job_cpu_s": 1e6}])
-    resources = pc.profile_resources({"a": rules})
-    assert resources == {"correlate": {"mem_mb": 3500, "runtime": 75}, "train": {"mem_mb": 1000}}
+    resources = pc.profile_resources({"a": rules, "b": rules.assign(peak_mb=rules["peak_mb"] / 2)})
+    assert resources == {"correlate": {"mem_mb": 3500, "threads": 1, "runtime": 75},
+                         "subspace": {"mem_mb": 1500, "threads": 3, "runtime": 225},
+                         "train": {"mem_mb": 1000, "threads": 8}}
     block = pc.profile_block(resources, "test", gpu=True, runtime=True, attempt=True)
     text = pc.replace_block("jobs: 4\n", block)
     assert text.startswith("jobs: 4\n\n" + pc.PROFILE_BEGIN) and "    gpu: 1\n" in text
