@@ -86,6 +86,8 @@ class Scale:
     image_size: int
     macs: float                       # multiply-adds of one forward pass of one image
     layers: list[Layer]
+    largest_activation: float = 0.0   # floats in the largest conv/linear output of one image
+    all_activations: float = 0.0      # floats in all conv/linear outputs of one image
     cfg: dict = field(default_factory=dict)  # the validated config (its analysis settings)
     jobs: dict[str, int] = field(default_factory=dict)  # jobs per rule, from the dry run
 
@@ -167,9 +169,6 @@ PER_LAYER = {"correlate", "match", "mutual_info", "sparse_map", "cluster", "subs
 
 # Peak memory above the run's smallest job (Python, torch), as a function of the same sizes.
 MEMORY = {
-    "train": ("batch x pixels (activations kept for the backward pass)",
-              lambda s, L: s.get("train", "batch_size") * s.image_size ** 2),
-    "extract": ("batch x pixels", lambda s, L: s.get("extract", "batch_size") * s.image_size ** 2),
     "correlate": ("(S x n)^2 float64 matrices", lambda s, L: (s.seeds * L.units) ** 2),
     "match": ("(S x n)^2 stored correlations", lambda s, L: (s.seeds * L.units) ** 2),
     "mutual_info": ("min(samples, d) x 2n", lambda s, L: min(s.get("mutual_info", "samples", 60000), s.rows(L))
@@ -182,8 +181,17 @@ MEMORY = {
                    lambda s, L: max(min(s.rows(x), s.get("similarity", "max_rows", 20000)) * x.units
                                     for x in s.layers)),
     "bootstrap": ("nets x d x n (every net's rows)", lambda s, L: (s.seeds + s.untrained) * s.rows(L) * L.units),
-    "connectivity": ("batch x pixels", lambda s, L: s.get("connectivity", "batch_size", 500) * s.image_size ** 2),
-    "stitch": ("batch x pixels", lambda s, L: s.get("stitching", "batch_size", 128) * s.image_size ** 2),
+}
+# The rules that run networks on image batches: their measured peak is mostly the process, the
+# model and the data, not the activations at 32 px, so the activations' growth is ADDED to it (in
+# float32 bytes): training keeps every layer's output for the backward pass, inference holds a
+# layer's input and output. On a GPU these activations are in GPU memory, not in the job's RSS.
+ACTIVATION_MEMORY = {
+    "train": ("+ batch x all layers' outputs", lambda s: 4 * s.get("train", "batch_size") * s.all_activations),
+    "extract": ("+ batch x 2 x largest output", lambda s: 8 * s.get("extract", "batch_size") * s.largest_activation),
+    "connectivity": ("+ batch x 2 x largest output",
+                     lambda s: 8 * s.get("connectivity", "batch_size", 500) * s.largest_activation),
+    "stitch": ("+ batch x all layers' outputs", lambda s: 4 * s.get("stitching", "batch_size", 128) * s.all_activations),
 }
 MEMORY["similarity_untrained"] = MEMORY["similarity"]
 
@@ -271,6 +279,9 @@ def extrapolate(records: pd.DataFrame, measured: Scale, target: Scale) -> pd.Dat
                 cpu = c["cpu_s"] if known else startup
             if known and rule in MEMORY and not math.isnan(c["mem_rate"]):
                 mem = base_mb + c["mem_rate"] * MEMORY[rule][1](target, layer)
+            elif known and rule in ACTIVATION_MEMORY:
+                law = ACTIVATION_MEMORY[rule][1]
+                mem = c["rss_mb"] + max(0.0, law(target) - law(measured)) / 2 ** 20
             else:
                 mem = c["rss_mb"] if known else base_mb
             total += jobs * cpu
@@ -348,29 +359,31 @@ def run_measurement(workdir: Path, args) -> None:
 # 3. The sizes of a run: its layers and MACs from the model, its jobs from a dry run.
 
 
-def forward_macs(model_cfg: dict, geometry: tuple[int, int, int]) -> float:
-    """Multiply-adds of one image's forward pass: the convolutions and linear layers, which are
-    what training, extraction and the functional stages spend their time on."""
+def forward_size(model_cfg: dict, geometry: tuple[int, int, int]) -> tuple[float, float, float]:
+    """Multiply-adds of one image's forward pass (the convolutions and linear layers: what
+    training, extraction and the functional stages spend their time on), and the floats of the
+    largest and of all of their outputs (what a batch holds in memory)."""
     import torch
     from torch import nn
 
     from convergent.models import build_network
 
     module = build_network(model_cfg, geometry, pretrained=False).eval()
-    total = [0.0]
+    macs, largest, total = [0.0], [0.0], [0.0]
 
     def count(m, inputs, output):
         if isinstance(m, nn.Conv2d):
-            total[0] += output.numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
-        elif isinstance(m, nn.Linear):
-            total[0] += output.numel() * m.in_features
+            macs[0] += output.numel() * m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+        else:
+            macs[0] += output.numel() * m.in_features
+        largest[0], total[0] = max(largest[0], output.numel()), total[0] + output.numel()
 
     hooks = [m.register_forward_hook(count) for m in module.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     with torch.no_grad():
         module(torch.zeros(1, geometry[0], geometry[2], geometry[2]))
     for hook in hooks:
         hook.remove()
-    return total[0]
+    return macs[0], largest[0], total[0]
 
 
 def run_scale(cfg: dict, jobs: dict[str, int], train_images: int, heldout_images: int, classes: int) -> Scale:
@@ -385,9 +398,10 @@ def run_scale(cfg: dict, jobs: dict[str, int], train_images: int, heldout_images
     for name, probe in plan_probes(cfg["model"], geometry).items():
         positions = 1 if probe.kind == "vector" else min(per_image, probe.shape[1] * probe.shape[2])
         layers.append(Layer(name, probe.kind, probe.units, positions))
+    macs, largest, total = forward_size(cfg["model"], geometry)
     return Scale(seeds=len(cfg["seeds"]), untrained=len(cfg["untrained_seeds"]), train_images=train_images,
-                 heldout_images=heldout_images, image_size=size, macs=forward_macs(cfg["model"], geometry),
-                 layers=layers, cfg=cfg, jobs=jobs)
+                 heldout_images=heldout_images, image_size=size, macs=macs, layers=layers, cfg=cfg, jobs=jobs,
+                 largest_activation=largest, all_activations=total)
 
 
 def validated(config: dict) -> dict:
