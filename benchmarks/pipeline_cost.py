@@ -457,7 +457,10 @@ def cost_table(groups: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-GPU_THREADS = {"train": 8, "extract": 4}  # data-loader workers feeding the GPU: not measured here
+# GPU rules: not measured here. Data-loader workers feeding the GPU, and runtimes (minutes) from the
+# presets' own estimate (about 1-2 h per seed on one modern GPU for the CIFAR presets) with margin.
+GPU_THREADS = {"train": 8, "extract": 4}
+GPU_RUNTIME = {"train": 720, "extract": 120}
 
 
 def profile_resources(rules: dict[str, pd.DataFrame], headroom: float = 1.5,
@@ -466,8 +469,9 @@ def profile_resources(rules: dict[str, pd.DataFrame], headroom: float = 1.5,
     to 500 MB, at least 1,000; ``threads``, one per ``hours_per_thread`` CPU-hours of the largest
     job (1 to 8: the BLAS-bound steps use them, and a job of a day on one core should not be one);
     ``runtime`` in minutes, the largest job's CPU time on one core x headroom, at least 10 (no
-    speed-up from the threads is assumed, so it is an upper bound). GPU rules get no runtime
-    (their CPU time says nothing about their time on a GPU) and their data-loader threads."""
+    speed-up from the threads is assumed, so it is an upper bound). GPU rules keep a set runtime
+    and their data-loader threads (``GPU_RUNTIME``, ``GPU_THREADS``): their CPU time says nothing
+    about their time on a GPU."""
     merged = pd.concat(rules.values())
     out = {}
     for rule, jobs in merged.groupby("rule"):
@@ -475,6 +479,7 @@ def profile_resources(rules: dict[str, pd.DataFrame], headroom: float = 1.5,
         entry = {"mem_mb": int(max(1000, math.ceil(jobs["peak_mb"].max() * headroom / 500) * 500))}
         if rule in GPU_RULES:
             entry["threads"] = GPU_THREADS.get(rule, 1)
+            entry["runtime"] = GPU_RUNTIME.get(rule, 120)
         else:
             entry["threads"] = int(min(8, max(1, math.ceil(cpu / 3600 / hours_per_thread))))
             entry["runtime"] = int(max(10, math.ceil(cpu * headroom / 60)))
@@ -490,7 +495,8 @@ def profile_block(resources: dict[str, dict], source: str, gpu: bool, runtime: b
                   threads: bool = True) -> str:
     """The profile's `set-threads:` and `set-resources:` between the markers."""
     lines = [PROFILE_BEGIN, f"# {source}.", "# mem_mb: the largest job's peak x 1.5; runtime (minutes): its CPU time on one core",
-             "# x 1.5; threads: one per CPU-hour of the largest job, 1-8 (train, extract: data-loader workers)."]
+             "# x 1.5; threads: one per CPU-hour of the largest job, 1-8. train, extract (GPU): not measured, their",
+             "# runtime is set by hand (ImageNet: raise train's, e.g. --set-resources train:runtime=4320)."]
     if threads:
         lines.append("set-threads:")
         lines += [f"  {rule}: {resources[rule]['threads']}" for rule in sorted(resources)]

@@ -86,7 +86,7 @@ def test_profile_resources_round_up_with_headroom_and_the_block_replaces_itself(
     resources = pc.profile_resources({"a": rules, "b": rules.assign(peak_mb=rules["peak_mb"] / 2)})
     assert resources == {"correlate": {"mem_mb": 3500, "threads": 1, "runtime": 75},
                          "subspace": {"mem_mb": 1500, "threads": 3, "runtime": 225},
-                         "train": {"mem_mb": 1000, "threads": 8}}
+                         "train": {"mem_mb": 1000, "threads": 8, "runtime": 720}}
     block = pc.profile_block(resources, "test", gpu=True, runtime=True, attempt=True)
     text = pc.replace_block("jobs: 4\n", block)
     assert text.startswith("jobs: 4\n\n" + pc.PROFILE_BEGIN) and "    gpu: 1\n" in text
