@@ -324,15 +324,17 @@ def write_digit_folder(root: Path, train: int, val: int) -> None:
 
 def measured_config(root: Path, args) -> dict:
     """The preset with its analysis settings, on the digit folder at a small run's sizes. The
-    functional stages evaluate fewer images than the preset's (all held-out images, 2,000 for the
-    batch-norm reset): their laws scale with the image counts, so the rate carries over."""
+    functional stages run on the first pair with a few alphas, images and steps (the preset: 21
+    alphas over all held-out images and 2,000 for the batch-norm reset, 300 steps, every pair):
+    their laws scale with those counts, so the rate carries over, and at the preset's settings
+    they would be most of the measured run."""
     cfg = yaml.safe_load((REPO / "workflow" / "configs" / f"{MEASURED_PRESET}.yaml").read_text())
     cfg["seeds"] = list(range(args.seeds))
     cfg["dataset"] = {"name": "imagefolder", "root": str(root), "image_size": 32, "probe_images": args.probe_images}
     cfg["model"]["layers"] = list(args.layers)
     cfg["train"].update(epochs=1, milestones=[], num_workers=0)
-    cfg["connectivity"] = {"eval_images": 200, "reset_images": 200}
-    cfg["stitching"] = {"steps": 30, "fit_images": 200, "eval_images": 200}
+    cfg["connectivity"] = {"pairs": "first", "alphas": 3, "eval_images": 100, "reset_images": 100}
+    cfg["stitching"] = {"pairs": "first", "steps": 5, "batch_size": 64, "fit_images": 100, "eval_images": 100}
     return cfg
 
 
