@@ -287,7 +287,7 @@ def extrapolate(records: pd.DataFrame, measured: Scale, target: Scale) -> pd.Dat
             total += jobs * cpu
             largest, peak = max(largest, cpu), max(peak, mem)
         rows.append({"rule": rule, "group": GROUPS.get(rule, OTHER_GROUP), "jobs": count, "cpu_s": total,
-                     "largest_job_cpu_s": largest, "peak_mb": peak, "gpu": rule in GPU_RULES})
+                     "largest_job_cpu_s": largest, "peak_mb": peak, "gpu": rule in GPU_RULES, "measured": known})
     return pd.DataFrame(rows)
 
 
@@ -295,7 +295,8 @@ def by_group(rules: pd.DataFrame) -> pd.DataFrame:
     """The rules' table summed into rule groups: jobs, CPU-hours, the largest job, the peak memory."""
     table = rules.groupby("group", sort=False).agg(jobs=("jobs", "sum"), cpu_s=("cpu_s", "sum"),
                                                    largest_job_cpu_s=("largest_job_cpu_s", "max"),
-                                                   peak_mb=("peak_mb", "max"), gpu=("gpu", "any"))
+                                                   peak_mb=("peak_mb", "max"), gpu=("gpu", "any"),
+                                                   measured=("measured", "mean"))
     table["cpu_hours"] = table["cpu_s"] / 3600
     return table.reset_index()
 
@@ -451,11 +452,13 @@ def cost_table(groups: dict[str, pd.DataFrame]) -> pd.DataFrame:
         for _, g in table.iterrows():
             rows.append({"preset": preset, "rule group": g["group"], "jobs": int(g["jobs"]),
                          "CPU-hours": _hours(g["cpu_s"]), "GPU-hours": "not measured" if g["gpu"] else "-",
-                         "largest job (CPU-h)": _hours(g["largest_job_cpu_s"]), "peak memory": _memory(g["peak_mb"])})
+                         "largest job (CPU-h)": _hours(g["largest_job_cpu_s"]), "peak memory": _memory(g["peak_mb"]),
+                         "measured": "yes" if g["measured"] == 1 else "no: start-up only" if g["measured"] == 0
+                         else "partly"})
         rows.append({"preset": preset, "rule group": "**total**", "jobs": int(table["jobs"].sum()),
                      "CPU-hours": _hours(table["cpu_s"].sum()), "GPU-hours": "not measured",
                      "largest job (CPU-h)": _hours(table["largest_job_cpu_s"].max()),
-                     "peak memory": _memory(table["peak_mb"].max())})
+                     "peak memory": _memory(table["peak_mb"].max()), "measured": ""})
     return pd.DataFrame(rows)
 
 

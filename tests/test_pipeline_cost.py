@@ -70,6 +70,7 @@ def test_extrapolation_follows_each_rules_law_per_layer_and_job():
     assert groups.loc[pc.OTHER_GROUP, "jobs"] == 6
     assert groups.loc[pc.OTHER_GROUP, "cpu_hours"] == pytest.approx((8.0 + 4.0) / 3600)
     assert groups["cpu_s"].sum() == pytest.approx(rules["cpu_s"].sum())
+    assert groups.loc[pc.OTHER_GROUP, "measured"] == 0.5  # figure_x measured, new_rule not
 
 
 def test_a_rule_with_fewer_jobs_than_layers_runs_on_the_middle_layer():
