@@ -417,13 +417,29 @@ def preset_scale(preset: str, scratch: Path) -> Scale:
     """A preset's full sizes: jobs per rule from its dry run, layers and MACs from its model."""
     from dag_scale import dry_run
 
-    config = yaml.safe_load((REPO / "workflow" / "configs" / f"{preset}.yaml").read_text())
+    import json
+
+    text = (REPO / "workflow" / "configs" / f"{preset}.yaml").read_text()
+    config = yaml.safe_load(text)
     workdir = scratch / preset
     workdir.mkdir(parents=True, exist_ok=True)
-    _, _, jobs = dry_run(config, workdir)
+    cache = workdir / "jobs.json"  # a dry run takes a minute on a loaded machine: kept while the preset is unchanged
+    cached = json.loads(cache.read_text()) if cache.exists() else {}
+    if cached.get("preset") == text and cached.get("snakefiles") == _workflow_digest():
+        jobs = cached["jobs"]
+    else:
+        _, _, jobs = dry_run(config, workdir)
+        cache.write_text(json.dumps({"preset": text, "snakefiles": _workflow_digest(), "jobs": jobs}))
     cfg = validated(config)
     name = cfg["dataset"]["name"]
     return run_scale(cfg, jobs, TRAIN_IMAGES[name], HELDOUT_IMAGES[name], 1000 if name == "imagefolder" else 10)
+
+
+def _workflow_digest() -> str:
+    import hashlib
+
+    files = sorted([REPO / "Snakefile", *(REPO / "workflow" / "rules").glob("*.smk")])
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
 
 
 def measured_scale(workdir: Path, records: pd.DataFrame, args) -> Scale:
@@ -446,20 +462,32 @@ def _memory(mb: float) -> str:
 
 
 def cost_table(groups: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One row per preset and rule group, plus each preset's total, formatted for the README."""
+    """One row per preset and rule group, plus each preset's total, formatted for the README. A
+    group none of whose rules the measured run has is shown as not measured and left out of the
+    total (its start-up cost alone would understate it)."""
     rows = []
     for preset, table in groups.items():
         for _, g in table.iterrows():
-            rows.append({"preset": preset, "rule group": g["group"], "jobs": int(g["jobs"]),
+            if g["measured"] == 0:
+                rows.append({"preset": preset, "rule group": g["group"], "jobs": int(g["jobs"]),
+                             "CPU-hours": "not measured", "GPU-hours": "not measured" if g["gpu"] else "-",
+                             "largest job (CPU-h)": "not measured", "peak memory": "not measured"})
+                continue
+            partly = " (partly measured)" if g["measured"] < 1 else ""
+            rows.append({"preset": preset, "rule group": g["group"] + partly, "jobs": int(g["jobs"]),
                          "CPU-hours": _hours(g["cpu_s"]), "GPU-hours": "not measured" if g["gpu"] else "-",
-                         "largest job (CPU-h)": _hours(g["largest_job_cpu_s"]), "peak memory": _memory(g["peak_mb"]),
-                         "measured": "yes" if g["measured"] == 1 else "no: start-up only" if g["measured"] == 0
-                         else "partly"})
-        rows.append({"preset": preset, "rule group": "**total**", "jobs": int(table["jobs"].sum()),
-                     "CPU-hours": _hours(table["cpu_s"].sum()), "GPU-hours": "not measured",
-                     "largest job (CPU-h)": _hours(table["largest_job_cpu_s"].max()),
-                     "peak memory": _memory(table["peak_mb"].max()), "measured": ""})
+                         "largest job (CPU-h)": _hours(g["largest_job_cpu_s"]), "peak memory": _memory(g["peak_mb"])})
+        known = table[table["measured"] > 0]
+        rows.append({"preset": preset, "rule group": "**total measured**", "jobs": int(table["jobs"].sum()),
+                     "CPU-hours": _hours(known["cpu_s"].sum()), "GPU-hours": "not measured",
+                     "largest job (CPU-h)": _hours(known["largest_job_cpu_s"].max()),
+                     "peak memory": _memory(known["peak_mb"].max())})
     return pd.DataFrame(rows)
+
+
+def profile_resources_of(rules: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Only measured rules size the profiles."""
+    return {preset: table[table["measured"]] for preset, table in rules.items()}
 
 
 # GPU rules: not measured here. Data-loader workers feeding the GPU, and runtimes (minutes) from the
@@ -583,7 +611,7 @@ def main() -> None:
     args.out.with_suffix(".md").write_text(table.to_markdown(index=False) + "\n\n" + note + "\n")
     print(table.to_markdown(index=False))
     print(f"\n{note}\nwritten: {args.out.with_suffix('.md')}, {args.out.with_suffix('.csv')}")
-    resources = profile_resources(rules)
+    resources = profile_resources(profile_resources_of(rules))
     (args.out.parent / "profile_resources.yaml").write_text(profile_block(resources, source, True, True, True))
     if args.write_profiles:
         for name, kwargs in (("slurm", dict(gpu=True, runtime=True, attempt=True)),
