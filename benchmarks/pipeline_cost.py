@@ -167,20 +167,25 @@ SCALING["similarity_untrained"] = SCALING["similarity"]
 PER_LAYER = {"correlate", "match", "mutual_info", "sparse_map", "cluster", "subspace", "subspace_sample_size",
              "bootstrap"}
 
-# Peak memory above the run's smallest job (Python, torch), as a function of the same sizes.
+# Peak memory: the bytes of the arrays a job must hold at once (float64). The measured peak at
+# full width is mostly the process, the libraries and the data; the growth of these arrays from
+# the measured job to the target's is ADDED to it, never the whole peak scaled (which would scale
+# the interpreter with units^2).
 MEMORY = {
-    "correlate": ("(S x n)^2 float64 matrices", lambda s, L: (s.seeds * L.units) ** 2),
-    "match": ("(S x n)^2 stored correlations", lambda s, L: (s.seeds * L.units) ** 2),
-    "mutual_info": ("min(samples, d) x 2n", lambda s, L: min(s.get("mutual_info", "samples", 60000), s.rows(L))
-                    * 2 * L.units),
-    "sparse_map": ("n^2", lambda s, L: L.units ** 2),
-    "cluster": ("(2n)^2", lambda s, L: (2 * L.units) ** 2),
-    "subspace": ("d x 2n (both nets' rows)", lambda s, L: s.rows(L) * 2 * L.units),
-    "subspace_sample_size": ("d x 2n", lambda s, L: s.rows(L) * 2 * L.units),
-    "similarity": ("min(d, max_rows) x n of the largest layer",
-                   lambda s, L: max(min(s.rows(x), s.get("similarity", "max_rows", 20000)) * x.units
-                                    for x in s.layers)),
-    "bootstrap": ("nets x d x n (every net's rows)", lambda s, L: (s.seeds + s.untrained) * s.rows(L) * L.units),
+    "correlate": ("+ 3 (S x n)^2 float64 (cross-products, covariance, correlation)",
+                  lambda s, L: 8 * 3 * (s.seeds * L.units) ** 2),
+    "match": ("+ 2 (S x n)^2 float64 (stored covariance and correlation)", lambda s, L: 8 * 2 * (s.seeds * L.units) ** 2),
+    "mutual_info": ("+ min(samples, d) x 2n float64", lambda s, L: 8 * min(s.get("mutual_info", "samples", 60000),
+                                                                           s.rows(L)) * 2 * L.units),
+    "sparse_map": ("+ 4 n^2 float64 (covariances, weights)", lambda s, L: 8 * 4 * L.units ** 2),
+    "cluster": ("+ 4 (2n)^2 float64 (affinity, Laplacian, eigenvectors)", lambda s, L: 8 * 4 * (2 * L.units) ** 2),
+    "subspace": ("+ 2 d x 2n float64 (both nets' rows, their projections)", lambda s, L: 8 * 2 * s.rows(L) * 2 * L.units),
+    "subspace_sample_size": ("+ 2 d x 2n float64", lambda s, L: 8 * 2 * s.rows(L) * 2 * L.units),
+    "similarity": ("+ 2 min(d, max_rows) x n float64 of the largest layer",
+                   lambda s, L: 8 * 2 * max(min(s.rows(x), s.get("similarity", "max_rows", 20000)) * x.units
+                                            for x in s.layers)),
+    "bootstrap": ("+ nets x d x n float64 (every net's rows)",
+                  lambda s, L: 8 * (s.seeds + s.untrained) * s.rows(L) * L.units),
 }
 # The rules that run networks on image batches: their measured peak is mostly the process, the
 # model and the data, not the activations at 32 px, so the activations' growth is ADDED to it (in
@@ -218,15 +223,16 @@ def job_layer(rule: str, job: str) -> str | None:
 
 
 def rule_constants(records: pd.DataFrame, measured: Scale) -> tuple[pd.DataFrame, float, float]:
-    """Per rule, the CPU seconds and peak MB per unit of its laws, from the measured job of the
-    largest size; returns (table, startup CPU s, baseline MB): the cheapest job's CPU time and the
+    """Per rule, the CPU seconds per unit of its law, from the measured job of the largest size,
+    and that job's array bytes (``MEMORY``) and peak; returns (table, startup CPU s, baseline MB): the cheapest job's CPU time and the
     smallest peak memory of the run, what every job pays however small."""
     startup = float(records["cpu_s"].min())
     base_mb = float(records["max_rss_mb"].min())
     rows = []
     for rule, jobs in records.groupby("rule"):
         row = {"rule": rule, "jobs": len(jobs), "cpu_s": float(jobs["cpu_s"].max()),
-               "rss_mb": float(jobs["max_rss_mb"].max()), "cpu_rate": math.nan, "mem_rate": math.nan}
+               "rss_mb": float(jobs["max_rss_mb"].max()), "cpu_rate": math.nan,
+               "mem_bytes": math.nan, "mem_at": math.nan}
         if rule in SCALING:
             size = [SCALING[rule][1](measured, _layer(measured, rule, job)) for job in jobs["job"]]
             i = int(np.argmax(size))
@@ -235,8 +241,7 @@ def rule_constants(records: pd.DataFrame, measured: Scale) -> tuple[pd.DataFrame
         if rule in MEMORY:
             size = [MEMORY[rule][1](measured, _layer(measured, rule, job)) for job in jobs["job"]]
             i = int(np.argmax(size))
-            if size[i] > 0:
-                row["mem_rate"] = max(float(jobs["max_rss_mb"].iloc[i]) - base_mb, 0.0) / size[i]
+            row["mem_bytes"], row["mem_at"] = float(size[i]), float(jobs["max_rss_mb"].iloc[i])
         rows.append(row)
     return pd.DataFrame(rows).set_index("rule"), startup, base_mb
 
@@ -261,9 +266,10 @@ def _target_layers(target: Scale, rule: str, count: int) -> list[tuple[Layer | N
 
 def extrapolate(records: pd.DataFrame, measured: Scale, target: Scale) -> pd.DataFrame:
     """Per rule of the target run: jobs, CPU seconds in all, the largest job's CPU seconds and its
-    peak memory (MB). A job costs ``startup + cpu_rate x size`` CPU seconds and ``base + mem_rate x
-    size`` MB; a rule without a law costs what its measured jobs cost (the largest of them), and a
-    rule the measured run did not have costs the start-up."""
+    peak memory (MB). A job costs ``startup + cpu_rate x size`` CPU seconds, and its measured
+    peak plus the growth of the arrays it holds (``MEMORY``, ``ACTIVATION_MEMORY``) in MB; a rule
+    without a law costs what its measured jobs cost (the largest of them), and a rule the measured
+    run did not have costs the start-up (and is flagged: ``measured`` False)."""
     constants, startup, base_mb = rule_constants(records, measured)
     rows = []
     for rule, count in target.jobs.items():
@@ -277,8 +283,8 @@ def extrapolate(records: pd.DataFrame, measured: Scale, target: Scale) -> pd.Dat
                 cpu = startup + c["cpu_rate"] * SCALING[rule][1](target, layer)
             else:
                 cpu = c["cpu_s"] if known else startup
-            if known and rule in MEMORY and not math.isnan(c["mem_rate"]):
-                mem = base_mb + c["mem_rate"] * MEMORY[rule][1](target, layer)
+            if known and rule in MEMORY:
+                mem = c["mem_at"] + max(0.0, MEMORY[rule][1](target, layer) - c["mem_bytes"]) / 2 ** 20
             elif known and rule in ACTIVATION_MEMORY:
                 law = ACTIVATION_MEMORY[rule][1]
                 mem = c["rss_mb"] + max(0.0, law(target) - law(measured)) / 2 ** 20
