@@ -211,6 +211,8 @@ GROUPS = {
     "connectivity": "connectivity + stitch", "stitch": "connectivity + stitch",
 }
 OTHER_GROUP = "figures + tables"
+# Rules whose benchmark records lie in another rule's folder (similarity/<a>-untrained<u>.tsv).
+RECORDED_AS = {"similarity_untrained": "similarity"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,8 +277,9 @@ def extrapolate(records: pd.DataFrame, measured: Scale, target: Scale) -> pd.Dat
     for rule, count in target.jobs.items():
         if rule in ("all", "total") or count == 0:
             continue
-        known = rule in constants.index
-        c = constants.loc[rule] if known else None
+        measured_as = RECORDED_AS.get(rule, rule) if RECORDED_AS.get(rule) in constants.index else rule
+        known = measured_as in constants.index
+        c = constants.loc[measured_as] if known else None
         total = largest = peak = 0.0
         for layer, jobs in _target_layers(target, rule, count):
             if known and rule in SCALING and not math.isnan(c["cpu_rate"]):
