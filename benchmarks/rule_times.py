@@ -16,17 +16,23 @@ from pathlib import Path
 import pandas as pd
 
 
-def rule_times(run: Path) -> pd.DataFrame:
+def job_records(run: Path) -> pd.DataFrame:
+    """One row per job: ``rule``, ``job`` (the record's path under the rule, e.g. ``conv1/0-1``),
+    ``wall_s``, ``cpu_s`` (user+sys) and ``max_rss_mb`` from the last line of its record."""
     rows = []
     for tsv in sorted((run / "benchmarks").glob("**/*.tsv")):
         record = pd.read_csv(tsv, sep="\t").iloc[-1]
-        parts = tsv.relative_to(run / "benchmarks").parts  # <rule>/<job>.tsv, or <rule>.tsv for one job
-        rows.append({"rule": parts[0] if len(parts) > 1 else tsv.stem, "job": tsv.stem,
+        parts = tsv.relative_to(run / "benchmarks").with_suffix("").parts  # <rule>/<job>, or <rule> for one job
+        rows.append({"rule": parts[0], "job": "/".join(parts[1:]) or parts[0],
                      "wall_s": float(record["s"]), "cpu_s": float(record["cpu_time"]),
                      "max_rss_mb": float(record["max_rss"]) if record["max_rss"] != "-" else float("nan")})
     if not rows:
         raise SystemExit(f"no benchmark records under {run / 'benchmarks'}")
-    jobs = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
+
+
+def rule_times(run: Path) -> pd.DataFrame:
+    jobs = job_records(run)
     return jobs.groupby("rule").agg(jobs=("job", "size"), wall_s=("wall_s", "sum"), cpu_s=("cpu_s", "sum"),
                                     longest_s=("wall_s", "max"), max_rss_mb=("max_rss_mb", "max"))
 

@@ -22,11 +22,14 @@ def test_matches_numpy_corrcoef():
 def test_streaming_equals_one_shot_with_large_offsets():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(1000, 5)) * 1e-3 + 1e4  # tiny spread on a large mean: cancellation-prone
+    given = x.copy()
     moments = StreamingMoments(5)
+    moments.block_rows = 50  # chunks are converted and shifted in row blocks that do not divide them
     for start in range(0, 1000, 137):
         moments.update(x[start:start + 137])
     np.testing.assert_allclose(moments.cov, np.cov(x, rowvar=False, ddof=0), rtol=1e-8)
     np.testing.assert_allclose(moments.mean, x.mean(0), rtol=1e-14)
+    np.testing.assert_array_equal(x, given)  # the shift is subtracted from a copy, never the caller's rows
 
 
 def test_dead_units_are_nan():
