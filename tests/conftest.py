@@ -132,6 +132,7 @@ def tiny_run(tmp_path_factory) -> Path:
     return workdir
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's worker hook reads the groups into the node ids
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist (the suite runs with ``-n``), a test goes to the worker that already
     holds what it needs: every test of a module shares the module's fixtures, and every test that
