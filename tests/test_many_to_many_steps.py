@@ -18,7 +18,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from sklearn.metrics import adjusted_rand_score  # noqa: E402
 
-from conftest import STATISTICS, Named, copy_run, planned_jobs, tiny_config, write_config, write_conv_activations  # noqa: E402
+from conftest import STATISTICS, Named, copy_run, planned_jobs, tiny_config, tiny_layers, write_config, write_conv_activations  # noqa: E402
 from convergent.clustering import read_clusters_json  # noqa: E402
 from convergent.correlation import joint_layer_statistics  # noqa: E402
 from convergent.sparse_mapping import decay_grid  # noqa: E402
@@ -188,7 +188,7 @@ def test_tiny_run_has_table2_and_cluster_figures(tiny_run):
     out = tiny_run / "results" / "tiny"
     t2 = pd.read_csv(out / "tables" / "li2016_table2.csv")
     layers = [c[: -len(" loss")] for c in t2.columns if c.endswith(" loss")]
-    assert len(layers) == 5
+    assert layers == tiny_layers()
     for layer in layers:
         nonzero = t2[f"{layer} non-zero"].to_numpy()
         assert nonzero[-1] < nonzero[0]

@@ -17,14 +17,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
-from torchvision import datasets, transforms
 
 from convergent.architectures import DATASET_GEOMETRY
 from convergent.sampling import sample_rows, seeded_rng
+
+if TYPE_CHECKING:
+    from torchvision.datasets import ImageFolder
 
 # Per-channel statistics of each training set (the usual published values).
 _NORMALISATION = {
@@ -36,10 +39,13 @@ _NORMALISATION = {
     "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 
-_TORCHVISION = {  # class, and (channels, classes, side) as the workflow plans with them
+# torchvision.datasets class name, and (classes, side, channels) as the workflow plans with them.
+# torchvision is imported where one of these (or an image folder) is read: importing it costs
+# seconds of CPU in every job (its ops pull in torch._dynamo), and the embedded mnist5k needs none of it.
+_TORCHVISION = {
     name: (cls, DATASET_GEOMETRY[name][1], DATASET_GEOMETRY[name][2], DATASET_GEOMETRY[name][0])
-    for name, cls in (("mnist", datasets.MNIST), ("fashion_mnist", datasets.FashionMNIST),
-                      ("cifar10", datasets.CIFAR10), ("cifar100", datasets.CIFAR100))
+    for name, cls in (("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST"),
+                      ("cifar10", "CIFAR10"), ("cifar100", "CIFAR100"))
 }
 
 # Where torchvision looks for each set's files under `root`, for the error a user sees offline.
@@ -128,7 +134,10 @@ def _normalise(images_uint8: np.ndarray, name: str) -> torch.Tensor:
         x = x.unsqueeze(1)
     else:
         x = x.permute(0, 3, 1, 2)
-    return transforms.functional.normalize(x, mean, std)
+    # torchvision.transforms.functional.normalize's arithmetic, without importing torchvision
+    mean_t = torch.as_tensor(mean, dtype=x.dtype).view(-1, 1, 1)
+    std_t = torch.as_tensor(std, dtype=x.dtype).view(-1, 1, 1)
+    return x.sub_(mean_t).div_(std_t)
 
 
 def _torchvision_split(cls, name: str, root: str, train: bool, download: bool, transform):
@@ -143,6 +152,8 @@ def _torchvision_split(cls, name: str, root: str, train: bool, download: bool, t
 
 
 def _imagefolder_transforms(size: int, augment: bool):
+    from torchvision import transforms
+
     mean, std = _NORMALISATION["imagefolder"]
     if augment:
         head = [transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip()]
@@ -151,7 +162,9 @@ def _imagefolder_transforms(size: int, augment: bool):
     return transforms.Compose([*head, transforms.ToTensor(), transforms.Normalize(mean, std)])
 
 
-def _image_folder(folder: Path, transform) -> datasets.ImageFolder:
+def _image_folder(folder: Path, transform) -> ImageFolder:
+    from torchvision import datasets
+
     try:
         return datasets.ImageFolder(folder, transform)
     except (FileNotFoundError, RuntimeError) as error:  # no class folders, or no images in them
@@ -188,7 +201,10 @@ def _load_full(cfg: dict, augment_imagefolder: bool) -> ImageSplits:
             28,
         )
     if name in _TORCHVISION:
-        cls, classes, size, channels = _TORCHVISION[name]
+        from torchvision import datasets, transforms
+
+        class_name, classes, size, channels = _TORCHVISION[name]
+        cls = getattr(datasets, class_name)
         mean, std = _NORMALISATION[name]
         transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
         download = bool(cfg.get("download", True))

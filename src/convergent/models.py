@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torchvision import models as tv_models
 
 from convergent.architectures import (  # noqa: F401 (re-exported)
     _RESNET_BLOCKS, ARCHITECTURES, LayerSpec, describe_source, layer_specs, model_source, probe_layer_names,
@@ -119,6 +118,9 @@ class _ProbedBlock(nn.Module):
 
 
 def _cifar_resnet(architecture: str, in_channels: int, num_classes: int) -> nn.Module:
+    # imported here, not at the top: torchvision costs seconds in every job that imports this module
+    from torchvision import models as tv_models
+
     net = getattr(tv_models, architecture)(weights=None, num_classes=num_classes)
     net.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
     net.maxpool = nn.Identity()
@@ -136,6 +138,8 @@ def _cifar_resnet(architecture: str, in_channels: int, num_classes: int) -> nn.M
 
 
 def _vgg16(in_channels: int, num_classes: int, image_size: int) -> nn.Module:
+    from torchvision import models as tv_models
+
     small = image_size <= 64
     net = (tv_models.vgg16_bn if small else tv_models.vgg16)(weights=None, num_classes=num_classes)
     if in_channels != 3:
