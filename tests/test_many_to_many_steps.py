@@ -195,7 +195,8 @@ def test_tiny_run_has_table2_and_cluster_figures(tiny_run):
         for name in ("sparsity", "fig5", "fig6", "fig12", "fig13", "fig14", "eigenvalues"):
             assert_readable_png(out / "figures" / f"li2016_{name}_{layer}.png")
         assert read_clusters_json(out / "clusters" / layer / "0-1.json")["layer"] == layer
-    assert len(pd.read_csv(out / "tables" / "li2016_clusters.csv")) == 5
+    clusters = pd.read_csv(out / "tables" / "li2016_clusters.csv")  # each layer's pair rows, then its mean row
+    assert list(dict.fromkeys(clusters["layer"])) == tiny_layers() and (clusters["pair"] == "mean").sum() == len(layers)
 
 
 @pytest.mark.workflow
