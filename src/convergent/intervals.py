@@ -121,16 +121,18 @@ def split_pair(name: str) -> Pair:
     return a, b
 
 
-def pair_fields(values: Mapping[Pair, float], settings: Settings, measure: str, *, untrained: Sequence[Hashable] = (),
+def pair_fields(values: Mapping[Pair, float], settings: Settings, measure: str | None = None, *,
+                replicates: LayerReplicates | None = None, untrained: Sequence[Hashable] = (),
                 fixed: str = "per-pair values", prefix: str = "") -> dict:
-    """``lo``, ``hi``, ``note`` (prefixed) of the mean of per-pair values over seeds, pairs rebuilt
-    from the drawn seeds; no finite values or a missing one: no interval, and the note says why.
-    With one pair, :func:`describe` says that no interval over seeds is possible."""
+    """``lo``, ``hi``, ``note`` (prefixed) of the mean of per-pair values (:func:`mean_interval`:
+    over seeds, and over inputs where ``replicates`` has the measure); no values or a non-finite
+    one: no interval, and the note says why. With one pair, :func:`describe` says that no interval
+    over seeds is possible."""
     vals = list(values.values())
     if not vals or not np.isfinite(np.asarray(vals, dtype=np.float64)).all():
         return {f"{prefix}lo": math.nan, f"{prefix}hi": math.nan,
-                f"{prefix}note": "no interval: " + ("no values" if not vals else "a pair has no finite value")}
-    return interval_fields(mean_interval(values, settings, measure=measure, untrained=untrained), fixed, prefix)
+                f"{prefix}note": "no interval: " + ("no values" if not vals else "no finite values")}
+    return interval_fields(mean_interval(values, settings, replicates, measure, untrained), fixed, prefix)
 
 
 def net_fields(values: Mapping[Hashable, float], settings: Settings, measure: str, *, fixed: str = "",
@@ -371,11 +373,7 @@ def frame_intervals(frame: pd.DataFrame, by: Sequence[str], value: str, settings
     for key, group in frame.groupby(list(by), sort=False):
         key = key if isinstance(key, tuple) else (key,)
         values = {(x, y): v for x, y, v in zip(group[a], group[b], group[value])}
-        if not values or not np.isfinite(list(values.values())).all():
-            fields = {f"{prefix}lo": math.nan, f"{prefix}hi": math.nan, f"{prefix}note": "no interval: no finite values"}
-        else:
-            fields = interval_fields(mean_interval(values, settings, measure=measure, untrained=untrained), fixed,
-                                     prefix)
+        fields = pair_fields(values, settings, measure, untrained=untrained, fixed=fixed, prefix=prefix)
         rows.append({**dict(zip(by, key)), **fields})
     return pd.DataFrame(rows, columns=[*by, f"{prefix}lo", f"{prefix}hi", f"{prefix}note"])
 

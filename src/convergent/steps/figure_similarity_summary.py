@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from convergent import similarity as sim
-from convergent.intervals import Settings, interval_fields, load_replicates, mean_interval
+from convergent.intervals import Settings, load_replicates, pair_fields
 from convergent.plotting import save_figure
 from convergent.replicates import LayerReplicates
 from convergent.rogue_dimensions import rogue_counts
@@ -79,13 +79,10 @@ def _interval(sel, kind, measure, settings, rep, key, fixed=None) -> dict:
     bootstrapped over seeds (the untrained networks as their own group) and, with stored
     replicates, over probe inputs."""
     values = {(a, b): v for a, b, v in zip(sel["net_a"], sel["net_b"], sel["value"])}
-    if not values or not np.isfinite(list(values.values())).all():
-        return {f"{key}_lo": np.nan, f"{key}_hi": np.nan, f"{key}_note": "no interval: no finite values"}
     untrained = sorted(set(sel["net_b"])) if kind == "untrained" else []
-    ci = mean_interval(values, settings, rep, measure, untrained)
     if fixed is None:
         fixed = (rep.block_note or "no replicates of this measure") if rep is not None else "per-pair values"
-    return interval_fields(ci, fixed, prefix=f"{key}_")
+    return pair_fields(values, settings, measure, replicates=rep, untrained=untrained, fixed=fixed, prefix=f"{key}_")
 
 
 def main(inputs, outputs, params, log):
