@@ -9,6 +9,7 @@ subcategory, the eye button of each result, and checks that the image it shows d
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from pathlib import Path
@@ -105,18 +106,31 @@ def test_browser_shows_every_figure(report, page, tmp_path):
             if len(subcategories) > 1:
                 page.wait_for(f"!!({_link(subcategory)})", timeout=10)
                 assert _click(page, _link(subcategory)), f"no entry for {category} / {subcategory}"
-            page.wait_for(f"document.querySelectorAll('a[iconname=eye]').length >= {len(paths)}", timeout=10)
-            for i in range(len(paths)):
-                before = json.dumps(sorted(seen))
-                assert _click(page, f"document.querySelectorAll('a[iconname=eye]')[{i}]")
-                try:  # until the image of this row replaced the previous one and finished loading
-                    page.wait_for(f"""[...document.images].some(i => {{
-                        const m = i.src.match(/;filename=([^;]+);/);
-                        return m && m[1] !== 'logo.svg' && !{before}.includes(m[1]) && i.complete; }})""",
-                                  timeout=15)
-                except TimeoutError:
-                    pass  # reported below as a figure the report never showed
-                seen.update(_shown_images(page))
+            # A label with exactly two values is drawn as a toggle above a single row (Snakemake's
+            # report): every setting of the toggles shows its own rows.
+            page.wait_for("document.querySelectorAll('a[iconname=eye]').length > 0", timeout=10)
+            toggles = page.evaluate("""(() => { const groups = {};
+                for (const r of document.querySelectorAll('input[type=radio]')) (groups[r.name] ||= []).push(r.id);
+                return Object.values(groups); })()""")
+            settings = list(itertools.product(*toggles))
+            rows = 0
+            for setting in settings:
+                for radio in setting:
+                    assert _click(page, f"document.getElementById({json.dumps(radio)})")
+                n_eyes = page.evaluate("document.querySelectorAll('a[iconname=eye]').length")
+                rows += n_eyes
+                for i in range(n_eyes):
+                    before = json.dumps(sorted(seen))
+                    assert _click(page, f"document.querySelectorAll('a[iconname=eye]')[{i}]")
+                    try:  # until the image of this row replaced the previous one and finished loading
+                        page.wait_for(f"""[...document.images].some(i => {{
+                            const m = i.src.match(/;filename=([^;]+);/);
+                            return m && m[1] !== 'logo.svg' && !{before}.includes(m[1]) && i.complete; }})""",
+                                      timeout=15)
+                    except TimeoutError:
+                        pass  # reported below as a figure the report never showed
+                    seen.update(_shown_images(page))
+            assert rows >= len(paths), f"{category} / {subcategory}: {rows} rows over {len(settings)} toggle settings for {len(paths)} results"
     names = {results[p]["filename"]: p for p in figures}
     not_shown = sorted(p for name, p in names.items() if name not in seen)
     broken = sorted(names[name] for name, ok in seen.items() if name in names and not ok)
