@@ -152,6 +152,12 @@ SCALING = {
     # block cross-products of every pair and baseline, then the replicates
     "bootstrap": ("(pairs + baselines) x d x n^2",
                   lambda s, L: (s.pairs + s.seeds * s.untrained) * s.rows(L) * L.units ** 2),
+    # Algorithm 1 on every replicate's Gram matrix (Cholesky solves of up to 2n x 2n) for the
+    # s(eps) table's pairs, after one pass of block cross-products over the rows
+    "bootstrap_subspace": ("(pairs + baselines) x (replicates x (2n)^3 + d x (2n)^2)",
+                           lambda s, L: (s.pairs + _baselines(s, "subspace"))
+                           * (s.get("statistics", "replicates", 1000) * (2 * L.units) ** 3
+                              + s.rows(L) * (2 * L.units) ** 2)),
     # every interpolated network: BN statistics reset, then scored on the held-out images
     "connectivity": ("alphas x (eval + reset images) x MACs/image",
                      lambda s, L: s.get("connectivity", "alphas", 21)
@@ -165,7 +171,7 @@ SCALING = {
 SCALING["untrained"] = ("one network built", lambda s, L: 0.0)
 SCALING["similarity_untrained"] = SCALING["similarity"]
 PER_LAYER = {"correlate", "match", "mutual_info", "sparse_map", "cluster", "subspace", "subspace_sample_size",
-             "bootstrap"}
+             "bootstrap", "bootstrap_subspace"}
 
 # Peak memory: the bytes of the arrays a job must hold at once (float64). The measured peak at
 # full width is mostly the process, the libraries and the data; the growth of these arrays from
@@ -201,6 +207,7 @@ ACTIVATION_MEMORY = {
     "stitch": ("+ batch x all layers' outputs", lambda s: 4 * s.get("stitching", "batch_size", 128) * s.all_activations),
 }
 MEMORY["similarity_untrained"] = MEMORY["similarity"]
+MEMORY["bootstrap_subspace"] = MEMORY["bootstrap"]
 
 GROUPS = {
     "train": "train (+ untrained)", "untrained": "train (+ untrained)", "import_checkpoint": "train (+ untrained)",
@@ -209,7 +216,7 @@ GROUPS = {
     "sparse_map": "sparse_map + cluster (Li 2016)", "cluster": "sparse_map + cluster (Li 2016)",
     "subspace": "subspace (Wang 2018)", "subspace_sample_size": "subspace (Wang 2018)",
     "similarity": "similarity", "similarity_untrained": "similarity",
-    "bootstrap": "bootstrap (intervals, tests)",
+    "bootstrap": "bootstrap (intervals, tests)", "bootstrap_subspace": "bootstrap (intervals, tests)",
     "connectivity": "connectivity + stitch", "stitch": "connectivity + stitch",
 }
 OTHER_GROUP = "figures + tables"

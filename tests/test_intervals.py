@@ -104,6 +104,79 @@ def test_save_and_load_round_trip(layer, tmp_path):
     np.testing.assert_array_equal(back.permutation["linear_cka"]["null"], layer.permutation["linear_cka"]["null"])
 
 
+SUBSPACE_EPS = (0.3, 0.5, 0.8)
+
+
+@pytest.fixture(scope="module")
+def subspace_layer(nets):
+    """s(eps) replicates as the `bootstrap_subspace` rule stores them (its own job, same draws)."""
+    measures = [rp.subspace_measure(e) for e in SUBSPACE_EPS]
+    with threadpool_limits(1, user_api="blas"):
+        return rp.layer_replicates(nets, PAIRS, "conv1", CFG, measures=measures, baseline_pairs=BASELINE,
+                                   baseline_measures=measures, log=None)
+
+
+def test_subspace_replicates_equal_s_eps_on_the_resampled_rows(nets, layer, subspace_layer):
+    """Reference: Wang's s(eps) (convergent.subspace on raw rows, uncentered) on the rows each draw
+    repeats; the draws are the `bootstrap` rule's, so intervals of both files pair up."""
+    from convergent.subspace import similarity_curve
+
+    np.testing.assert_array_equal(subspace_layer.draws, layer.draws)
+    np.testing.assert_array_equal(subspace_layer.input_block, layer.input_block)
+    x, image = read(nets["seed1"])
+    y, _ = read(nets["untrained9"])
+    p = subspace_layer.pairs.index("seed1-untrained9")
+    estimate = [subspace_layer.estimate[subspace_layer.measures.index(rp.subspace_measure(e)), p] for e in SUBSPACE_EPS]
+    np.testing.assert_allclose(estimate, similarity_curve(x, y, SUBSPACE_EPS, device="cpu"), atol=1e-12)
+    row_block = subspace_layer.input_block[image]
+    for r in (0, 11, 199):
+        rows = bl.resampled_rows(row_block, subspace_layer.draws[r])
+        stored = subspace_layer.values[:, p, r]
+        np.testing.assert_allclose(stored, similarity_curve(x[rows], y[rows], SUBSPACE_EPS, device="cpu"), atol=1e-12)
+    assert subspace_layer.values[:, p].std(1).max() > 0  # the draws move s(eps)
+
+
+def test_recentred_replicates_keep_their_spread_around_the_tables_value(subspace_layer):
+    stored = rp.subspace_measure(0.5)
+    m = subspace_layer.measures.index(stored)
+    values = {("seed0", "seed1"): 0.1, ("seed0", "seed2"): 0.9}
+    view = iv.recentred(subspace_layer, stored, values, "subspace")
+    assert view.measures == ["subspace"]
+    for (a, b), value in values.items():
+        p = view.pairs.index(f"{a}-{b}")
+        assert view.value("subspace", a, b) == value
+        np.testing.assert_allclose(view.values[0, p] - value, subspace_layer.values[m, p] - subspace_layer.estimate[m, p],
+                                   atol=1e-14)
+    assert not view.has("subspace", "seed1", "seed2")  # a pair the table did not give
+
+
+def test_subspace_intervals_resample_inputs_where_replicates_are_given(subspace_layer):
+    from convergent.subspace_results import summarize_similarity
+
+    rows = []
+    for pair in subspace_layer.pairs:
+        a, b = iv.split_pair(pair)
+        for eps in SUBSPACE_EPS:
+            rows.append({"layer": "conv1", "a": a, "b": b, "baseline": b.startswith("untrained"), "eps": eps,
+                         "s": subspace_layer.value(rp.subspace_measure(eps), a, b), "s_std_repeats": 0.0,
+                         "d": 120, "repeats": 1, "units_a": UNITS, "units_b": UNITS, "dead_a": 0, "dead_b": 0,
+                         "rows_per_unit": 12.0, "undersampled": False})
+    frame = pd.DataFrame(rows)
+    table = summarize_similarity(frame, ["conv1"])
+    seeds_only = iv.subspace_intervals(frame, table, SETTINGS).set_index("eps")
+    both = iv.subspace_intervals(frame, table, SETTINGS, {"conv1": subspace_layer}).set_index("eps")
+    assert seeds_only["note"].str.contains("inputs fixed").all()
+    assert both["note"].str.startswith("over seeds and inputs").all()
+    assert both["note"].str.contains(iv.SUBSPACE_INPUTS, regex=False).all()
+    assert both["baseline_note"].str.contains("input blocks").all()
+    varied = both[both["hi"] > both["lo"]]
+    assert len(varied) and ((varied["lo"] >= 0) & (varied["hi"] <= 1)).all()
+    # a layer without stored s(eps) (or without that eps) keeps its interval over seeds only
+    other = iv.subspace_intervals(frame.assign(eps=frame["eps"] + 0.01), table.assign(eps=table["eps"] + 0.01),
+                                  SETTINGS, {"conv1": subspace_layer})
+    assert other["note"].str.contains("inputs fixed").all()
+
+
 @pytest.mark.parametrize("measure, reference", [("matching", sim.matching_correlation), ("linear_cka", sim.linear_cka)])
 def test_permutation_statistic_is_the_measure_under_any_permutation(measure, reference):
     rng = np.random.default_rng(1)

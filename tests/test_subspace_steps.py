@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import STATISTICS
+from conftest import STATISTICS, tiny_layers
 from convergent.steps import (
     figure_wang2018_fig1,
     figure_wang2018_fig2,
@@ -121,7 +121,7 @@ def test_figures_and_table(results, tmp_path):
     params = SimpleNamespace(layers=LAYERS, figures={"dpi": 60}, statistics=STATISTICS)
     stem = tmp_path / "tables" / "wang2018_similarity"
     table_wang2018_similarity.main(
-        SimpleNamespace(pairs=pairs, baseline=baseline),
+        SimpleNamespace(pairs=pairs, baseline=baseline, replicates=[]),
         SimpleNamespace(csv=f"{stem}.csv", md=f"{stem}.md", tex=f"{stem}.tex"), params, [])
     table = pd.read_csv(f"{stem}.csv")
     assert list(table["layer"].unique()) == LAYERS and len(table) == 2 * len(CFG["eps"])
@@ -164,3 +164,10 @@ def test_tiny_run_has_the_wang2018_outputs(tiny_run):
     table = pd.read_csv(out / "tables" / "wang2018_similarity.csv")
     assert table["s_mean"].between(0, 1).all() and table["layer"].nunique() >= 2
     assert "baseline_mean" in table
+    # statistics.subspace_inputs (default true): the bootstrap_subspace rule's replicates make every
+    # interval one over seeds and probe inputs
+    from convergent.intervals import SUBSPACE_INPUTS
+
+    assert sorted(p.stem for p in (out / "statistics" / "subspace").glob("*.h5")) == sorted(tiny_layers())
+    assert table["note"].str.startswith("over seeds and inputs").all(), table["note"].tolist()
+    assert table["note"].str.contains(SUBSPACE_INPUTS, regex=False).all()

@@ -532,15 +532,22 @@ class PairBlocks:
             out["subspace"][:] = self.subspace_curves(w, [eps])[:, 0]
         return out
 
-    def subspace_curves(self, weights: np.ndarray, eps_grid: Sequence[float]) -> np.ndarray:
+    def subspace_curves(self, weights: np.ndarray, eps_grid: Sequence[float], progress=None) -> np.ndarray:
         """Wang et al.'s s(eps) over a grid, ``[R, len(eps_grid)]``, each replicate from its Gram
-        matrix (Algorithm 1 once per replicate, reused across the grid)."""
+        matrix (Algorithm 1 once per replicate, reused across the grid). ``progress``: see
+        :mod:`convergent.progress` (replicates done of ``R``)."""
+        from convergent.progress import progress_callback
         from convergent.subspace import SubspaceProblem
 
         w = np.atleast_2d(self._weights(weights))
         p = len(self.shift_x)
-        return np.array([SubspaceProblem.from_gram(self.gram(wi), p, device="cpu").similarity_curve(eps_grid)
-                         for wi in w])
+        report = progress_callback(progress, "s(eps) replicates", unit="replicate")
+        out = np.empty((len(w), len(eps_grid)))
+        for r, wi in enumerate(w):
+            out[r] = SubspaceProblem.from_gram(self.gram(wi), p, device="cpu").similarity_curve(eps_grid)
+            if report is not None:
+                report(r + 1, len(w))
+        return out
 
 
 def _unit_matching(corr: np.ndarray, names: Sequence[str]) -> dict[str, float]:

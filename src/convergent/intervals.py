@@ -30,7 +30,7 @@ from convergent import statistics as st
 from convergent.replicates import LayerReplicates
 
 __all__ = ["Settings", "load_replicates", "pair_mean", "mean_interval", "describe", "interval_fields", "frame_intervals",
-           "subspace_intervals", "tests_table", "seeds_needed_table", "TEST_MEASURES", "settings_of", "pair_fields",
+           "subspace_intervals", "recentred", "tests_table", "seeds_needed_table", "TEST_MEASURES", "settings_of", "pair_fields",
            "net_fields", "merge_notes", "split_pair", "summary_rows"]
 
 #: the measures the tests table compares: Li et al.'s mean matching correlation and linear CKA
@@ -379,20 +379,66 @@ def frame_intervals(frame: pd.DataFrame, by: Sequence[str], value: str, settings
 
 
 SUBSPACE_FIXED = "s(eps) per pair from row samples; their spread is s_std_repeats"
+SUBSPACE_INPUTS = ("inputs: s(eps) on all rows of the drawn blocks of probe inputs, its spread about the "
+                   "all-rows value moved onto this estimate")
 
 
-def subspace_intervals(frame: pd.DataFrame, table: pd.DataFrame, settings: Settings) -> pd.DataFrame:
+def recentred(replicates: LayerReplicates, stored: str, values: Mapping[Pair, float], measure: str) -> LayerReplicates:
+    """``replicates``' ``stored`` measure as ``measure``, each pair's replicates and jackknife moved
+    by (its value in ``values`` - its stored estimate).
+
+    Wang's s(eps) per pair averages row samples of ``subspace.sample_size`` rows (conv layers),
+    and s grows as rows get fewer; the replicates are s(eps) on all rows of the drawn blocks. The
+    shift keeps their spread over inputs and puts it around the table's own number (a zero shift
+    where the table used all rows, as for fc layers).
+    """
+    from dataclasses import replace
+
+    m = replicates.measures.index(stored)
+    estimate = np.full((1, len(replicates.pairs)), np.nan)
+    for (a, b), value in values.items():
+        estimate[0, replicates.pairs.index(f"{a}-{b}")] = value
+    shift = estimate[0] - replicates.estimate[m]
+    return replace(replicates, measures=[measure], estimate=estimate,
+                   values=(replicates.values[m] + shift[:, None])[None],
+                   jackknife=(replicates.jackknife[m] + shift[:, None])[None], permutation={})
+
+
+def _subspace_fields(frame: pd.DataFrame, settings: Settings, replicates: Mapping[str, LayerReplicates],
+                     untrained: Sequence[Hashable] = (), prefix: str = "") -> pd.DataFrame:
+    from convergent.replicates import subspace_measure
+
+    rows = []
+    for (layer, eps), group in frame.groupby(["layer", "eps"], sort=False):
+        values = {(x, y): v for x, y, v in zip(group["a"], group["b"], group["s"])}
+        rep, stored = replicates.get(layer), subspace_measure(eps)
+        if (rep is not None and rep.resampled_inputs and stored in rep.measures
+                and all(rep.has(stored, str(x), str(y)) for x, y in values)):
+            view = recentred(rep, stored, {(str(x), str(y)): v for (x, y), v in values.items()}, "subspace")
+            fields = pair_fields({(str(x), str(y)): v for (x, y), v in values.items()}, settings, "subspace",
+                                 replicates=view, untrained=[str(u) for u in untrained], prefix=prefix)
+            fields[f"{prefix}note"] += f"; {SUBSPACE_INPUTS}"
+        else:
+            fields = pair_fields(values, settings, "subspace", untrained=untrained, fixed=SUBSPACE_FIXED,
+                                 prefix=prefix)
+        rows.append({"layer": layer, "eps": eps, **fields})
+    return pd.DataFrame(rows, columns=["layer", "eps", f"{prefix}lo", f"{prefix}hi", f"{prefix}note"])
+
+
+def subspace_intervals(frame: pd.DataFrame, table: pd.DataFrame, settings: Settings,
+                       replicates: Mapping[str, LayerReplicates] | None = None) -> pd.DataFrame:
     """Wang et al.'s s(ε) table (:func:`convergent.subspace_results.summarize_similarity` of
-    ``frame``) with interval columns over seeds for the trained mean (``lo``, ``hi``, ``note``) and
-    the baseline mean (``baseline_*``), and the table's ``level`` and ``interval``."""
+    ``frame``) with interval columns for the trained mean (``lo``, ``hi``, ``note``) and the
+    baseline mean (``baseline_*``), and the table's ``level`` and ``interval``: over seeds and
+    probe inputs where ``replicates`` (layer -> the `bootstrap_subspace` rule's file) hold s(ε) for
+    every pair of the group (:func:`recentred`), over seeds otherwise."""
     keys = ["layer", "eps"]
-    table = table.merge(frame_intervals(frame[~frame["baseline"]], keys, "s", settings, fixed=SUBSPACE_FIXED,
-                                        measure="subspace"), on=keys, how="left")
+    replicates = dict(replicates or {})
+    table = table.merge(_subspace_fields(frame[~frame["baseline"]], settings, replicates), on=keys, how="left")
     base = frame[frame["baseline"]]
     if len(base):
-        table = table.merge(frame_intervals(base, keys, "s", settings, untrained=sorted(set(base["b"])),
-                                            fixed=SUBSPACE_FIXED, prefix="baseline_", measure="subspace"),
-                            on=keys, how="left")
+        table = table.merge(_subspace_fields(base, settings, replicates, untrained=sorted(set(base["b"])),
+                                             prefix="baseline_"), on=keys, how="left")
     table["level"] = settings.level
     table["interval"] = settings.label
     return table

@@ -32,6 +32,7 @@ On disk (``statistics/{layer}.h5``)::
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -41,12 +42,21 @@ import numpy as np
 from convergent import blocks as bl
 from convergent import statistics as st
 from convergent.outputs import atomic_output
+from convergent.progress import RateLog
 
-__all__ = ["INPUT_MEASURES", "LayerReplicates", "layer_replicates", "pair_name", "permutation_statistic"]
+__all__ = ["INPUT_MEASURES", "LayerReplicates", "layer_replicates", "pair_name", "permutation_statistic",
+           "subspace_measure"]
 
 #: measures whose replicates come from block moments cheaply (Li et al.'s Table 1 and linear CKA)
 INPUT_MEASURES = ("matching", "semi", "overlap", "linear_cka")
 FORMAT = "convergent.replicates"
+#: stored name of Wang et al.'s s(eps) at one eps: ``subspace@0.25``
+SUBSPACE_PREFIX = "subspace@"
+
+
+def subspace_measure(eps: float) -> str:
+    """The stored measure name of s(``eps``)."""
+    return f"{SUBSPACE_PREFIX}{float(eps):g}"
 
 
 def pair_name(a: str, b: str) -> str:
@@ -181,9 +191,10 @@ def layer_replicates(paths: dict[str, str | os.PathLike], pairs: Sequence[tuple[
     """
     from convergent.activations import check_paired, layer_attrs, read_image_index, read_samples
 
-    unknown = [m for m in measures if m not in bl.MOMENT_MEASURES]
+    unknown = [m for m in measures if m not in bl.MOMENT_MEASURES and not m.startswith(SUBSPACE_PREFIX)]
     if unknown:
-        raise ValueError(f"statistics: measures {unknown} have no block replicates; allowed: {bl.MOMENT_MEASURES}")
+        raise ValueError(f"statistics: measures {unknown} have no block replicates; allowed: {bl.MOMENT_MEASURES}"
+                         f" and {SUBSPACE_PREFIX}<eps>")
     baseline_pairs = [tuple(p) for p in baseline_pairs]
     pairs = [tuple(p) for p in pairs] + [p for p in baseline_pairs if tuple(p) not in set(map(tuple, pairs))]
     nets = list(dict.fromkeys(n for pair in pairs for n in pair))
@@ -220,7 +231,13 @@ def layer_replicates(paths: dict[str, str | os.PathLike], pairs: Sequence[tuple[
         weights = np.vstack([np.ones((1, B), np.int64), draws if n_blocks else np.empty((0, 1), np.int64),
                              leave_one_out if n_blocks and bca else np.empty((0, B), np.int64)])
         wanted = [m for m in measures if (a, b) not in baseline_pairs or m in baseline_measures]
-        out = blocks.measures(wanted, weights, threads=threads)
+        grid = [m for m in wanted if m.startswith(SUBSPACE_PREFIX)]
+        moment = [m for m in wanted if m not in grid]
+        out = blocks.measures(moment, weights, threads=threads) if moment else {}
+        if grid:  # Algorithm 1 once per replicate for the whole eps grid
+            progress = None if log is None else RateLog(f"{layer} {pair_name(a, b)} s(eps) replicates", file=sys.stdout)
+            curves = blocks.subspace_curves(weights, [float(m[len(SUBSPACE_PREFIX):]) for m in grid], progress)
+            out.update({m: curves[:, k] for k, m in enumerate(grid)})
         for m, name in enumerate(measures):
             if name not in out:
                 continue

@@ -77,12 +77,46 @@ rule subspace_sample_size:
         "../../src/convergent/steps/subspace_sample_size.py"
 
 
+# s(eps) over probe inputs (issue 12): the `bootstrap` rule's draws of input blocks (same seed,
+# replicates and blocks), Algorithm 1 on each replicate's Gram matrix; one job per layer.
+SUBSPACE_REPLICATES = ([f"{OUT}/statistics/subspace/{layer}.h5" for layer in LAYERS]
+                       if config["statistics"]["subspace_inputs"] else [])
+
+
+rule bootstrap_subspace:
+    output:
+        replicates=f"{OUT}/statistics/subspace/{{layer}}.h5",
+    input:
+        acts=[activations(net) for net in SUBSPACE_NETS],
+    params:
+        code=code("bootstrap_subspace"),
+        cfg=section("statistics", keep=("seed", "replicates", "blocks", "max_block_bytes", "interval")),
+        eps=SUBSPACE["eps"],
+        layer=lambda wc: wc.layer,
+        nets=SUBSPACE_NETS,
+        pairs=SUBSPACE_PAIRS,
+        baseline=SUBSPACE_BASELINE,
+    log:
+        f"{OUT}/logs/bootstrap_subspace/{{layer}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/bootstrap_subspace/{{layer}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/convergent.yaml"
+    script:
+        "../../src/convergent/steps/bootstrap_subspace.py"
+
+
 rule table_wang2018_similarity:
     output:
         **table("wang2018_similarity"),
     input:
         pairs=[SUBSPACE_FILES[layer, a, b] for layer in LAYERS for a, b in SUBSPACE_PAIRS],
         baseline=[SUBSPACE_FILES[layer, a, b] for layer in LAYERS for a, b in SUBSPACE_BASELINE],
+        replicates=SUBSPACE_REPLICATES,
     params:
         code=code("table_wang2018_similarity"),
         statistics=INTERVAL_SECTION,

@@ -2,10 +2,11 @@
 mean and spread over seed pairs, mean spread over the conv repeats, the trained-vs-untrained
 baseline, and the rows per unit with the undersampled flag; each mean over pairs with its
 multi-bootstrap interval over seeds (`lo`, `hi`; `baseline_lo`, `baseline_hi`), pairs rebuilt from
-the resampled seeds. The probe inputs are not resampled here: s(ε) is computed on row samples,
-whose spread is the `s_std_repeats` column."""
+the resampled seeds, and with the probe inputs resampled too where the `bootstrap_subspace` rule's
+replicates are given (`statistics.subspace_inputs`; else `s_std_repeats` is the spread over row
+samples)."""
 
-from convergent.intervals import Settings, subspace_intervals
+from convergent.intervals import Settings, load_replicates, subspace_intervals
 from convergent.subspace_results import read_pair_result, similarity_frame, summarize_similarity
 from convergent.tables import write_table
 
@@ -13,7 +14,8 @@ from convergent.tables import write_table
 def main(inputs, outputs, params, log):
     frame = similarity_frame(read_pair_result(p) for p in [*inputs.pairs, *inputs.baseline])
     settings = Settings.from_config(params.statistics)
-    table = subspace_intervals(frame, summarize_similarity(frame, list(params.layers)), settings)
+    replicates = load_replicates(list(params.layers), inputs.replicates)
+    table = subspace_intervals(frame, summarize_similarity(frame, list(params.layers)), settings, replicates)
     stem = str(outputs.csv)[: -len(".csv")]
     write_table(table, stem, caption="Maximum matching similarity s(ε) per layer (Wang et al. 2018); "
                 "undersampled: fewer rows d than subspace.min_rows_per_unit per unit "
