@@ -71,6 +71,17 @@ def test_unknown_probe_layer_is_reported(tmp_path):
     assert "model.layers" in result.stderr + result.stdout and "conv9" in result.stderr + result.stdout
 
 
+def test_first_token_pooling_on_images_is_refused_at_plan_time(tmp_path):
+    """similarity.pooling: first is for probe text; on images the plan stops before any job."""
+    config = tiny_config()
+    config.setdefault("similarity", {})["pooling"] = "first"
+    result = snakemake(tmp_path, "--dry-run", configfile=write_config(tmp_path, config), check=False)
+    out = result.stderr + result.stdout
+    assert result.returncode != 0
+    assert "config key 'similarity.pooling'" in out and "pooling: mean" in out
+    assert not (tmp_path / "results").exists()
+
+
 def test_epsilon_has_one_name_and_one_default_in_config_and_library():
     """ε is `eps` in every section and library call, and each default is stated once: the
     schema's defaults are the library's."""

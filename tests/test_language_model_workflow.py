@@ -101,3 +101,25 @@ def test_a_language_model_without_checkpoints_is_an_error(lm_run, tmp_path):
     assert result.returncode != 0
     text = result.stdout + result.stderr
     assert "language models are not trained by the pipeline" in text and "seeds [1]" in text
+
+
+def test_probe_text_from_a_saved_datasets_directory_gives_the_same_rows(lm_run):
+    """dataset.hub through Snakemake: the same passages as a `datasets` directory (save_to_disk, what
+    a hub download caches) instead of the text file give byte-identical token rows and activations."""
+    import yaml
+
+    datasets = pytest.importorskip("datasets", reason="the [text] extra (datasets) is not installed")
+    passages = (lm_run / "probe.txt").read_text().splitlines()
+    saved = lm_run / "probe_dataset"
+    datasets.DatasetDict({"validation": datasets.Dataset.from_dict({"text": passages})}).save_to_disk(str(saved))
+    config = yaml.safe_load((lm_run / "config.yaml").read_text())
+    config["experiment"] = "lmhub"
+    config["dataset"] = {"name": "text", "hub": str(saved), "split": "validation", "text_field": "text",
+                         "probe_passages": 30, "max_length": 20}
+    configfile = write_config(lm_run, config, name="hub.yaml")
+    snakemake(lm_run, "results/lmhub/activations/seed0.h5", configfile=configfile, timeout=900)
+    with h5py.File(lm_run / "results/lm/activations/seed0.h5") as a, \
+            h5py.File(lm_run / "results/lmhub/activations/seed0.h5") as b:
+        np.testing.assert_array_equal(a["probe/token_ids"][()], b["probe/token_ids"][()])
+        for layer in LAYERS:
+            np.testing.assert_array_equal(a[f"layers/{layer}/samples"][()], b[f"layers/{layer}/samples"][()])

@@ -212,13 +212,13 @@ def test_flagged_layer_in_figures_and_table(tmp_path):
         write_pair_result(r, paths[-1])
     params = SimpleNamespace(layers=["conv1", "fc1"], figures={"dpi": 50}, statistics=STATISTICS)
     stem = tmp_path / "t"
-    table_wang2018_similarity.main(SimpleNamespace(pairs=paths, baseline=[]),
+    table_wang2018_similarity.main(SimpleNamespace(pairs=paths, baseline=[], replicates=[]),
                                    SimpleNamespace(csv=f"{stem}.csv"), params, [])
     import pandas as pd
 
     table = pd.read_csv(f"{stem}.csv")
     assert table.groupby("layer")["undersampled"].first().to_dict() == {"conv1": False, "fc1": True}
-    for step, inputs in ((figure_wang2018_fig1, SimpleNamespace(pairs=paths, baseline=[])),
+    for step, inputs in ((figure_wang2018_fig1, SimpleNamespace(pairs=paths, baseline=[], replicates=[])),
                          (figure_wang2018_fig2, SimpleNamespace(pairs=paths))):
         out = [tmp_path / f"{step.__name__}.png"]
         step.main(inputs, out, params, [])

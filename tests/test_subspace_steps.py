@@ -130,7 +130,7 @@ def test_figures_and_table(results, tmp_path):
     assert (fc["baseline_mean"] < fc["s_mean"]).all()
     assert Path(f"{stem}.md").read_text().count("conv1") == len(CFG["eps"])
     for step, inputs, name in (
-            (figure_wang2018_fig1, SimpleNamespace(pairs=pairs, baseline=baseline), "fig1"),
+            (figure_wang2018_fig1, SimpleNamespace(pairs=pairs, baseline=baseline, replicates=[]), "fig1"),
             (figure_wang2018_fig2, SimpleNamespace(pairs=pairs), "fig2")):
         out = [tmp_path / f"wang2018_{name}.pdf", tmp_path / f"wang2018_{name}.png"]
         step.main(inputs, out, params, [])

@@ -141,6 +141,7 @@ rule figure_wang2018_fig1:
     input:
         pairs=[SUBSPACE_FILES[layer, a, b] for layer in LAYERS for a, b in SUBSPACE_PAIRS],
         baseline=[SUBSPACE_FILES[layer, a, b] for layer in LAYERS for a, b in SUBSPACE_BASELINE],
+        replicates=SUBSPACE_REPLICATES,
     params:
         code=code("figure_wang2018_fig1"),
         statistics=INTERVAL_SECTION,

@@ -1,13 +1,14 @@
 """Rule `figure_wang2018_fig1`: Wang et al. 2018 Fig. 1, the maximum matching similarity s(ε) of
-every layer along the network, one line per ε, mean over all seed pairs with its multi-bootstrap
-interval over seeds as a band (pairs rebuilt from resampled seeds; `statistics` section); the
-trained-vs-untrained baseline (the paper's supplement) as dashed lines on the same axes. Layers with fewer than `subspace.min_rows_per_unit` rows per unit are shaded
+every layer along the network, one line per ε, mean over all seed pairs with the s(ε) table's
+multi-bootstrap interval as a band (over seeds, and over probe inputs where the `bootstrap_subspace`
+replicates are given; `statistics` section); the trained-vs-untrained baseline (the paper's
+supplement) as dashed lines on the same axes, with its interval as error bars. Layers with fewer than `subspace.min_rows_per_unit` rows per unit are shaded
 and marked † (their s(ε) is inflated by the sample)."""
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from convergent.intervals import Settings, subspace_intervals
+from convergent.intervals import Settings, load_replicates, subspace_intervals
 from convergent.plotting import save_figure
 from convergent.subspace_results import read_pair_result, similarity_frame, summarize_similarity
 
@@ -17,7 +18,8 @@ def main(inputs, outputs, params, log):
     results = [read_pair_result(p) for p in [*inputs.pairs, *inputs.baseline]]
     frame = similarity_frame(results)
     settings = Settings.from_config(params.statistics)
-    table = subspace_intervals(frame, summarize_similarity(frame, layers), settings)
+    table = subspace_intervals(frame, summarize_similarity(frame, layers), settings,
+                               load_replicates(layers, inputs.replicates))
     fig, ax = plt.subplots(figsize=(max(4.5, 0.6 * len(layers) + 2), 3.6))
     x = np.arange(len(layers))
     colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, table["eps"].nunique()))
@@ -27,7 +29,11 @@ def main(inputs, outputs, params, log):
         ax.fill_between(x, g["lo"].to_numpy(dtype=float), g["hi"].to_numpy(dtype=float), color=color,
                         alpha=0.2, lw=0)
         if "baseline_mean" in g and g["baseline_mean"].notna().any():
-            ax.errorbar(x + 0.08, g["baseline_mean"], yerr=g["baseline_std_pairs"].fillna(0),
+            mean = g["baseline_mean"].to_numpy(dtype=float)
+            # the interval where there is one (one baseline pair with nothing varying has none)
+            below = np.nan_to_num(mean - g["baseline_lo"].to_numpy(dtype=float)).clip(0)
+            above = np.nan_to_num(g["baseline_hi"].to_numpy(dtype=float) - mean).clip(0)
+            ax.errorbar(x + 0.08, mean, yerr=[below, above],
                         color=color, marker="x", ms=4, ls="--", capsize=2, alpha=0.8)
     if len(inputs.baseline):
         ax.plot([], [], "k--x", label="trained vs untrained")
