@@ -105,63 +105,69 @@ def test_save_and_load_round_trip(layer, tmp_path):
 
 
 SUBSPACE_EPS = (0.3, 0.5, 0.8)
+SUBSPACE_SAMPLE = {"sample_size": 80, "repeats": 3, "sample_seed": 4}
+
+
+def subspace_rows(nets):
+    from convergent.subspace_layers import row_draws
+
+    x, _ = read(nets["seed0"])
+    return row_draws(len(x), SUBSPACE_SAMPLE["sample_size"], SUBSPACE_SAMPLE["repeats"],
+                     SUBSPACE_SAMPLE["sample_seed"], "conv1")
 
 
 @pytest.fixture(scope="module")
 def subspace_layer(nets):
-    """s(eps) replicates as the `bootstrap_subspace` rule stores them (its own job, same draws)."""
+    """s(eps) replicates as the `bootstrap_subspace` rule stores them (its own job, same blocks)."""
     measures = [rp.subspace_measure(e) for e in SUBSPACE_EPS]
     with threadpool_limits(1, user_api="blas"):
         return rp.layer_replicates(nets, PAIRS, "conv1", CFG, measures=measures, baseline_pairs=BASELINE,
-                                   baseline_measures=measures, log=None)
+                                   baseline_measures=measures, log=None, subspace_rows=subspace_rows(nets))
 
 
-def test_subspace_replicates_equal_s_eps_on_the_resampled_rows(nets, layer, subspace_layer):
-    """Reference: Wang's s(eps) (convergent.subspace on raw rows, uncentered) on the rows each draw
-    repeats; the draws are the `bootstrap` rule's, so intervals of both files pair up."""
+def test_subspace_replicates_are_the_subspace_rules_s_eps_on_resampled_inputs(nets, layer, subspace_layer):
+    """The estimate is what the `subspace` rule computes (compare_layer: the mean over repeats of
+    row samples); replicate r is that mean with each repeat's rows weighted by their input's block
+    count, recomputed here from the raw rows with convergent.subspace (uncentered, as Wang et al.)."""
     from convergent.subspace import similarity_curve
+    from convergent.subspace_layers import compare_layer
 
     np.testing.assert_array_equal(subspace_layer.draws, layer.draws)
     np.testing.assert_array_equal(subspace_layer.input_block, layer.input_block)
     x, image = read(nets["seed1"])
     y, _ = read(nets["untrained9"])
     p = subspace_layer.pairs.index("seed1-untrained9")
-    estimate = [subspace_layer.estimate[subspace_layer.measures.index(rp.subspace_measure(e)), p] for e in SUBSPACE_EPS]
-    np.testing.assert_allclose(estimate, similarity_curve(x, y, SUBSPACE_EPS, device="cpu"), atol=1e-12)
+    stored = [subspace_layer.measures.index(rp.subspace_measure(e)) for e in SUBSPACE_EPS]
+    rule = compare_layer(x.astype(float), y.astype(float), layer="conv1", kind="conv", eps_grid=SUBSPACE_EPS,
+                         seed=SUBSPACE_SAMPLE["sample_seed"], sample_size=SUBSPACE_SAMPLE["sample_size"],
+                         repeats=SUBSPACE_SAMPLE["repeats"], device="cpu")
+    np.testing.assert_allclose(subspace_layer.estimate[stored, p], rule.similarity.mean(0), atol=1e-12)
     row_block = subspace_layer.input_block[image]
     for r in (0, 11, 199):
-        rows = bl.resampled_rows(row_block, subspace_layer.draws[r])
-        stored = subspace_layer.values[:, p, r]
-        np.testing.assert_allclose(stored, similarity_curve(x[rows], y[rows], SUBSPACE_EPS, device="cpu"), atol=1e-12)
-    assert subspace_layer.values[:, p].std(1).max() > 0  # the draws move s(eps)
+        expected = np.mean([similarity_curve(x[rows][bl.resampled_rows(row_block[rows], subspace_layer.draws[r])],
+                                             y[rows][bl.resampled_rows(row_block[rows], subspace_layer.draws[r])],
+                                             SUBSPACE_EPS, device="cpu")
+                            for rows in subspace_rows(nets)], axis=0)
+        np.testing.assert_allclose(subspace_layer.values[stored, p, r], expected, atol=1e-12)
+    assert subspace_layer.values[stored, p].std(1).max() > 0  # the draws move s(eps)
 
 
-def test_recentred_replicates_keep_their_spread_around_the_tables_value(subspace_layer):
-    stored = rp.subspace_measure(0.5)
-    m = subspace_layer.measures.index(stored)
-    values = {("seed0", "seed1"): 0.1, ("seed0", "seed2"): 0.9}
-    view = iv.recentred(subspace_layer, stored, values, "subspace")
-    assert view.measures == ["subspace"]
-    for (a, b), value in values.items():
-        p = view.pairs.index(f"{a}-{b}")
-        assert view.value("subspace", a, b) == value
-        np.testing.assert_allclose(view.values[0, p] - value, subspace_layer.values[m, p] - subspace_layer.estimate[m, p],
-                                   atol=1e-14)
-    assert not view.has("subspace", "seed1", "seed2")  # a pair the table did not give
+def _subspace_frame(replicates):
+    rows = []
+    for pair in replicates.pairs:
+        a, b = iv.split_pair(pair)
+        for eps in SUBSPACE_EPS:
+            rows.append({"layer": "conv1", "a": a, "b": b, "baseline": b.startswith("untrained"), "eps": eps,
+                         "s": replicates.value(rp.subspace_measure(eps), a, b), "s_std_repeats": 0.0,
+                         "d": 80, "repeats": 3, "units_a": UNITS, "units_b": UNITS, "dead_a": 0, "dead_b": 0,
+                         "rows_per_unit": 8.0, "undersampled": False})
+    return pd.DataFrame(rows)
 
 
 def test_subspace_intervals_resample_inputs_where_replicates_are_given(subspace_layer):
     from convergent.subspace_results import summarize_similarity
 
-    rows = []
-    for pair in subspace_layer.pairs:
-        a, b = iv.split_pair(pair)
-        for eps in SUBSPACE_EPS:
-            rows.append({"layer": "conv1", "a": a, "b": b, "baseline": b.startswith("untrained"), "eps": eps,
-                         "s": subspace_layer.value(rp.subspace_measure(eps), a, b), "s_std_repeats": 0.0,
-                         "d": 120, "repeats": 1, "units_a": UNITS, "units_b": UNITS, "dead_a": 0, "dead_b": 0,
-                         "rows_per_unit": 12.0, "undersampled": False})
-    frame = pd.DataFrame(rows)
+    frame = _subspace_frame(subspace_layer)
     table = summarize_similarity(frame, ["conv1"])
     seeds_only = iv.subspace_intervals(frame, table, SETTINGS).set_index("eps")
     both = iv.subspace_intervals(frame, table, SETTINGS, {"conv1": subspace_layer}).set_index("eps")
@@ -171,10 +177,20 @@ def test_subspace_intervals_resample_inputs_where_replicates_are_given(subspace_
     assert both["baseline_note"].str.contains("input blocks").all()
     varied = both[both["hi"] > both["lo"]]
     assert len(varied) and ((varied["lo"] >= 0) & (varied["hi"] <= 1)).all()
-    # a layer without stored s(eps) (or without that eps) keeps its interval over seeds only
+    # a layer without stored s(eps) at that eps keeps its interval over seeds only
     other = iv.subspace_intervals(frame.assign(eps=frame["eps"] + 0.01), table.assign(eps=table["eps"] + 0.01),
                                   SETTINGS, {"conv1": subspace_layer})
     assert other["note"].str.contains("inputs fixed").all()
+    # replicates of other rows than the table's (a stale file) are refused, not mixed in
+    moved = frame.assign(s=frame["s"] + 0.01 * (frame["eps"] == 0.5))
+    with pytest.raises(ValueError, match=r"s\(eps=0.5\) replicates of conv1 seed0-seed1 were computed on other rows"):
+        iv.subspace_intervals(moved, summarize_similarity(moved, ["conv1"]), SETTINGS, {"conv1": subspace_layer})
+
+
+def test_subspace_settings_take_their_own_replicates():
+    cfg = {"replicates": 1000, "seed": 2, "level": 0.9, "interval": "percentile", "correct": True}
+    assert iv.Settings.for_subspace({**cfg, "subspace_replicates": 200}).replicates == 200
+    assert iv.Settings.for_subspace({**cfg, "subspace_replicates": 0}).replicates == 1000
 
 
 @pytest.mark.parametrize("measure, reference", [("matching", sim.matching_correlation), ("linear_cka", sim.linear_cka)])

@@ -19,7 +19,7 @@ differences between layers and between trained and untrained pairs are paired.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Hashable, Mapping, Sequence
 
 import numpy as np
@@ -30,7 +30,7 @@ from convergent import statistics as st
 from convergent.replicates import LayerReplicates
 
 __all__ = ["Settings", "load_replicates", "pair_mean", "mean_interval", "describe", "interval_fields", "frame_intervals",
-           "subspace_intervals", "recentred", "tests_table", "seeds_needed_table", "TEST_MEASURES", "settings_of", "pair_fields",
+           "subspace_intervals", "tests_table", "seeds_needed_table", "TEST_MEASURES", "settings_of", "pair_fields",
            "net_fields", "merge_notes", "split_pair", "summary_rows"]
 
 #: the measures the tests table compares: Li et al.'s mean matching correlation and linear CKA
@@ -52,6 +52,14 @@ class Settings:
     def from_config(cls, cfg: Mapping) -> "Settings":
         return cls(int(cfg["replicates"]), int(cfg["seed"]), float(cfg["level"]), str(cfg["interval"]),
                    bool(cfg["correct"]))
+
+    @classmethod
+    def for_subspace(cls, cfg: Mapping) -> "Settings":
+        """Wang's s(ε) table and Fig. 1: ``subspace_replicates`` draws where that key is above 0
+        (the `bootstrap_subspace` replicates, seeds and inputs), else ``replicates`` (seeds only)."""
+        settings = cls.from_config(cfg)
+        n = int(cfg.get("subspace_replicates") or 0)
+        return cls(n, settings.seed, settings.level, settings.method, settings.correct) if n else settings
 
     @property
     def label(self) -> str:
@@ -379,29 +387,7 @@ def frame_intervals(frame: pd.DataFrame, by: Sequence[str], value: str, settings
 
 
 SUBSPACE_FIXED = "s(eps) per pair from row samples; their spread is s_std_repeats"
-SUBSPACE_INPUTS = ("inputs: s(eps) on all rows of the drawn blocks of probe inputs, its spread about the "
-                   "all-rows value moved onto this estimate")
-
-
-def recentred(replicates: LayerReplicates, stored: str, values: Mapping[Pair, float], measure: str) -> LayerReplicates:
-    """``replicates``' ``stored`` measure as ``measure``, each pair's replicates and jackknife moved
-    by (its value in ``values`` - its stored estimate).
-
-    Wang's s(eps) per pair averages row samples of ``subspace.sample_size`` rows (conv layers),
-    and s grows as rows get fewer; the replicates are s(eps) on all rows of the drawn blocks. The
-    shift keeps their spread over inputs and puts it around the table's own number (a zero shift
-    where the table used all rows, as for fc layers).
-    """
-    from dataclasses import replace
-
-    m = replicates.measures.index(stored)
-    estimate = np.full((1, len(replicates.pairs)), np.nan)
-    for (a, b), value in values.items():
-        estimate[0, replicates.pairs.index(f"{a}-{b}")] = value
-    shift = estimate[0] - replicates.estimate[m]
-    return replace(replicates, measures=[measure], estimate=estimate,
-                   values=(replicates.values[m] + shift[:, None])[None],
-                   jackknife=(replicates.jackknife[m] + shift[:, None])[None], permutation={})
+SUBSPACE_INPUTS = "inputs: blocks of probe inputs resampled within each repeat's row sample"
 
 
 def _subspace_fields(frame: pd.DataFrame, settings: Settings, replicates: Mapping[str, LayerReplicates],
@@ -410,17 +396,24 @@ def _subspace_fields(frame: pd.DataFrame, settings: Settings, replicates: Mappin
 
     rows = []
     for (layer, eps), group in frame.groupby(["layer", "eps"], sort=False):
-        values = {(x, y): v for x, y, v in zip(group["a"], group["b"], group["s"])}
+        values = {(str(x), str(y)): v for x, y, v in zip(group["a"], group["b"], group["s"])}
         rep, stored = replicates.get(layer), subspace_measure(eps)
-        if (rep is not None and rep.resampled_inputs and stored in rep.measures
-                and all(rep.has(stored, str(x), str(y)) for x, y in values)):
-            view = recentred(rep, stored, {(str(x), str(y)): v for (x, y), v in values.items()}, "subspace")
-            fields = pair_fields({(str(x), str(y)): v for (x, y), v in values.items()}, settings, "subspace",
-                                 replicates=view, untrained=[str(u) for u in untrained], prefix=prefix)
-            fields[f"{prefix}note"] += f"; {SUBSPACE_INPUTS}"
+        if rep is not None and stored in rep.measures and all(rep.has(stored, x, y) for x, y in values):
+            for (x, y), value in values.items():
+                if abs(rep.value(stored, x, y) - value) > 1e-9:
+                    raise ValueError(f"s(eps={eps:g}) replicates of {layer} {x}-{y} were computed on other rows: "
+                                     f"estimate {rep.value(stored, x, y):.6g}, the subspace rule's {value:.6g}; "
+                                     f"rerun the bootstrap_subspace rule")
+            # s(eps) at this eps under the name whose range (ranges.bounds) keeps the interval in [0, 1]
+            view = replace(rep, measures=["subspace" if m == stored else m for m in rep.measures])
+            fields = pair_fields(values, settings, "subspace", replicates=view if rep.resampled_inputs else None,
+                                 untrained=[str(u) for u in untrained], prefix=prefix,
+                                 fixed=rep.block_note or SUBSPACE_FIXED)
+            if rep.resampled_inputs and fields[f"{prefix}note"].startswith("over seeds and inputs"):
+                fields[f"{prefix}note"] += f"; {SUBSPACE_INPUTS}"
         else:
-            fields = pair_fields(values, settings, "subspace", untrained=untrained, fixed=SUBSPACE_FIXED,
-                                 prefix=prefix)
+            fields = pair_fields(values, settings, "subspace", untrained=[str(u) for u in untrained],
+                                 fixed=SUBSPACE_FIXED, prefix=prefix)
         rows.append({"layer": layer, "eps": eps, **fields})
     return pd.DataFrame(rows, columns=["layer", "eps", f"{prefix}lo", f"{prefix}hi", f"{prefix}note"])
 
@@ -431,7 +424,7 @@ def subspace_intervals(frame: pd.DataFrame, table: pd.DataFrame, settings: Setti
     ``frame``) with interval columns for the trained mean (``lo``, ``hi``, ``note``) and the
     baseline mean (``baseline_*``), and the table's ``level`` and ``interval``: over seeds and
     probe inputs where ``replicates`` (layer -> the `bootstrap_subspace` rule's file) hold s(ε) for
-    every pair of the group (:func:`recentred`), over seeds otherwise."""
+    every pair of the group, over seeds otherwise."""
     keys = ["layer", "eps"]
     replicates = dict(replicates or {})
     table = table.merge(_subspace_fields(frame[~frame["baseline"]], settings, replicates), on=keys, how="left")

@@ -176,7 +176,8 @@ def layer_replicates(paths: dict[str, str | os.PathLike], pairs: Sequence[tuple[
                      baseline_pairs: Sequence[tuple[str, str]] = (),
                      baseline_measures: Sequence[str] = ("matching", "linear_cka"),
                      permutation_pair: tuple[str, str] | None = None, threads: int = 1,
-                     log: Callable[[str], None] | None = print) -> LayerReplicates:
+                     log: Callable[[str], None] | None = print,
+                     subspace_rows: Sequence[np.ndarray | None] | None = None) -> LayerReplicates:
     """Replicates of ``measures`` for every pair of networks (``paths``: network -> activation
     file) over the block draws of ``cfg`` (the `statistics` section: ``seed``, ``replicates``,
     ``blocks``, ``max_block_bytes``, ``permutations``, ``permutation_inputs``).
@@ -184,6 +185,11 @@ def layer_replicates(paths: dict[str, str | os.PathLike], pairs: Sequence[tuple[
     ``baseline_pairs`` (a trained network vs an untrained one) get ``baseline_measures`` only:
     the untrained series and the trained-vs-untrained test need no more, and each bipartite
     matching re-solved per replicate costs milliseconds. Their other measures are NaN.
+
+    ``subspace@<eps>`` measures are Wang et al.'s s(eps) as the `subspace` rule computes it: the
+    mean over ``subspace_rows`` (each repeat's rows, :func:`convergent.subspace_layers.row_draws`;
+    None or ``[None]``: all rows) of s(eps) on the repeat's rows, each replicate weighting a row
+    by the count of its input's block, so the estimate is the rule's own number.
 
     A layer whose pair blocks (``8 B (p + q)^2`` bytes) do not fit ``max_block_bytes`` even at 20
     blocks keeps no replicates over inputs (``n_blocks = 0``, ``block_note`` says why): its
@@ -234,9 +240,17 @@ def layer_replicates(paths: dict[str, str | os.PathLike], pairs: Sequence[tuple[
         grid = [m for m in wanted if m.startswith(SUBSPACE_PREFIX)]
         moment = [m for m in wanted if m not in grid]
         out = blocks.measures(moment, weights, threads=threads) if moment else {}
-        if grid:  # Algorithm 1 once per replicate for the whole eps grid
-            progress = None if log is None else RateLog(f"{layer} {pair_name(a, b)} s(eps) replicates", file=sys.stdout)
-            curves = blocks.subspace_curves(weights, [float(m[len(SUBSPACE_PREFIX):]) for m in grid], progress)
+        if grid:  # Algorithm 1 once per replicate and repeat for the whole eps grid
+            eps = [float(m[len(SUBSPACE_PREFIX):]) for m in grid]
+            repeats = list(subspace_rows or [None])
+            curves = np.zeros((len(weights), len(eps)))
+            for k, rows in enumerate(repeats):
+                progress = None if log is None else RateLog(
+                    f"{layer} {pair_name(a, b)} s(eps) replicates, repeat {k + 1}/{len(repeats)}", file=sys.stdout)
+                part = blocks if rows is None else bl.PairBlocks.from_rows(
+                    acts[a][rows], acts[b][rows], (row_block if n_blocks else np.zeros(len(row_block), int))[rows], B)
+                curves += part.subspace_curves(weights, eps, progress)
+            curves /= len(repeats)
             out.update({m: curves[:, k] for k, m in enumerate(grid)})
         for m, name in enumerate(measures):
             if name not in out:

@@ -77,10 +77,12 @@ rule subspace_sample_size:
         "../../src/convergent/steps/subspace_sample_size.py"
 
 
-# s(eps) over probe inputs (issue 12): the `bootstrap` rule's draws of input blocks (same seed,
-# replicates and blocks), Algorithm 1 on each replicate's Gram matrix; one job per layer.
+# s(eps) over probe inputs (issue 12): the `bootstrap` rule's partition of probe inputs into blocks,
+# statistics.subspace_replicates draws, Algorithm 1 on each replicate's Gram matrix of each
+# repeat's rows; one job per layer.
 SUBSPACE_REPLICATES = ([f"{OUT}/statistics/subspace/{layer}.h5" for layer in LAYERS]
-                       if config["statistics"]["subspace_inputs"] else [])
+                       if config["statistics"]["subspace_replicates"] else [])
+SUBSPACE_INTERVALS = section("statistics", keep=(*INTERVAL_KEYS, "subspace_replicates"))
 
 
 rule bootstrap_subspace:
@@ -90,8 +92,9 @@ rule bootstrap_subspace:
         acts=[activations(net) for net in SUBSPACE_NETS],
     params:
         code=code("bootstrap_subspace"),
-        cfg=section("statistics", keep=("seed", "replicates", "blocks", "max_block_bytes", "interval")),
-        eps=SUBSPACE["eps"],
+        cfg=section("statistics", keep=("seed", "subspace_replicates", "blocks", "max_block_bytes", "interval")),
+        # the `subspace` rule's rows: the replicates' estimate is its s(eps)
+        subspace=section("subspace", keep=("eps", "sample_size", "repeats", "sample_seed")),
         layer=lambda wc: wc.layer,
         nets=SUBSPACE_NETS,
         pairs=SUBSPACE_PAIRS,
@@ -119,7 +122,7 @@ rule table_wang2018_similarity:
         replicates=SUBSPACE_REPLICATES,
     params:
         code=code("table_wang2018_similarity"),
-        statistics=INTERVAL_SECTION,
+        statistics=SUBSPACE_INTERVALS,
         layers=LAYERS,
     log:
         f"{OUT}/logs/table_wang2018_similarity.log",
@@ -144,7 +147,7 @@ rule figure_wang2018_fig1:
         replicates=SUBSPACE_REPLICATES,
     params:
         code=code("figure_wang2018_fig1"),
-        statistics=INTERVAL_SECTION,
+        statistics=SUBSPACE_INTERVALS,
         layers=LAYERS,
         figures=section("figures"),
     log:

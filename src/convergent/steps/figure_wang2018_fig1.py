@@ -17,7 +17,7 @@ def main(inputs, outputs, params, log):
     layers = list(params.layers)
     results = [read_pair_result(p) for p in [*inputs.pairs, *inputs.baseline]]
     frame = similarity_frame(results)
-    settings = Settings.from_config(params.statistics)
+    settings = Settings.for_subspace(params.statistics)
     table = subspace_intervals(frame, summarize_similarity(frame, layers), settings,
                                load_replicates(layers, inputs.replicates))
     fig, ax = plt.subplots(figsize=(max(4.5, 0.6 * len(layers) + 2), 3.6))

@@ -3,7 +3,7 @@ mean and spread over seed pairs, mean spread over the conv repeats, the trained-
 baseline, and the rows per unit with the undersampled flag; each mean over pairs with its
 multi-bootstrap interval over seeds (`lo`, `hi`; `baseline_lo`, `baseline_hi`), pairs rebuilt from
 the resampled seeds, and with the probe inputs resampled too where the `bootstrap_subspace` rule's
-replicates are given (`statistics.subspace_inputs`; else `s_std_repeats` is the spread over row
+replicates are given (`statistics.subspace_replicates` above 0; else `s_std_repeats` is the spread over row
 samples)."""
 
 from convergent.intervals import Settings, load_replicates, subspace_intervals
@@ -13,7 +13,7 @@ from convergent.tables import write_table
 
 def main(inputs, outputs, params, log):
     frame = similarity_frame(read_pair_result(p) for p in [*inputs.pairs, *inputs.baseline])
-    settings = Settings.from_config(params.statistics)
+    settings = Settings.for_subspace(params.statistics)
     replicates = load_replicates(list(params.layers), inputs.replicates)
     table = subspace_intervals(frame, summarize_similarity(frame, list(params.layers)), settings, replicates)
     stem = str(outputs.csv)[: -len(".csv")]
