@@ -37,6 +37,7 @@ def lm_config(workdir, seeds) -> dict:
 # Every rule of the full DAG ran on this family once by hand (43 jobs, rc 0); the test keeps to
 # the jobs that differ for text, since each job imports torch and transformers anew.
 TARGETS = ([f"results/lm/figures/li2016_fig2_{layer}.png" for layer in LAYERS]
+           + [f"results/lm/figures/li2016_fig{n}_{LAYERS[0]}.png" for n in (5, 12, 6)]
            + [f"results/lm/mi/{layer}/0-1.npz" for layer in LAYERS]
            + ["results/lm/activations/untrained7.h5"])
 
@@ -49,8 +50,8 @@ def lm_run(tmp_path_factory):
     configfile = write_config(workdir, lm_config(workdir, seeds))
     jobs = planned_jobs(workdir, configfile)
     assert jobs["import_checkpoint"] == 2 and jobs["untrained"] == 1 and "train" not in jobs
-    # image-only stages are not planned for text
-    assert "figure_li2016_cluster_units" not in jobs and "stitch" not in jobs and "connectivity" not in jobs
+    # image-only stages are not planned for text; the cluster figures show units by their tokens
+    assert jobs["figure_li2016_cluster_units"] == 1 and "stitch" not in jobs and "connectivity" not in jobs
     snakemake(workdir, *TARGETS, configfile=configfile, timeout=1500)
     return workdir
 
@@ -70,6 +71,8 @@ def test_text_run_writes_paired_token_rows_and_every_target(lm_run):
             assert valid[positions[:, 0], positions[:, 1]].all()  # padding and [CLS]/[SEP] never sampled
     log = (lm_run / "results" / "lm" / "logs" / "figure_li2016_fig2.log").read_text()
     assert "strongest tokens in context" in log
+    log = (lm_run / "results" / "lm" / "logs" / "figure_li2016_cluster_units.log").read_text()
+    assert "strongest token occurrences in context" in log
     import_log = (lm_run / "results" / "lm" / "logs" / "import_checkpoint" / "seed1.log").read_text()
     assert "tokenizes all 40 passages" in import_log
 

@@ -70,9 +70,9 @@ if config["similarity"]["pooling"] == "first" and not TEXT:
                         "text); images are pooled by their mean over positions (pooling: mean)")
 
 if TEXT:
-    print("probe text: Li et al. Figs. 2/4 show units by their strongest tokens in context; Figs. 5, 6 and 12 "
-          "(cluster members as image patches) and the functional stages (interpolation, stitching: image "
-          "classifiers) are not built; every other analysis runs on the token rows", file=sys.stderr)
+    print("probe text: Li et al. Figs. 2/4, 5, 6 and 12 show units by their strongest tokens in context; the "
+          "functional stages (interpolation, stitching: image classifiers) are not built; every other analysis "
+          "runs on the token rows", file=sys.stderr)
 
 
 def checkpoint_input(wildcards):

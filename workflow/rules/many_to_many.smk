@@ -202,5 +202,4 @@ TARGETS += rules.table_li2016_table2.output
 TARGETS += rules.figure_li2016_sparsity.output
 TARGETS += rules.table_li2016_clusters.output
 TARGETS += rules.figure_li2016_clusters.output
-if not TEXT:  # Figs. 5, 6, 12 show units by image patches (see common.smk for text)
-    TARGETS += rules.figure_li2016_cluster_units.output
+TARGETS += rules.figure_li2016_cluster_units.output  # for text, units by their tokens in context
