@@ -181,6 +181,11 @@ def test_subspace_intervals_resample_inputs_where_replicates_are_given(subspace_
     other = iv.subspace_intervals(frame.assign(eps=frame["eps"] + 0.01), table.assign(eps=table["eps"] + 0.01),
                                   SETTINGS, {"conv1": subspace_layer})
     assert other["note"].str.contains("inputs fixed").all()
+    # an undersampled layer's s(eps) is not resampled over inputs: duplicated inputs lower the rank
+    flagged = frame.assign(undersampled=True)
+    few = iv.subspace_intervals(flagged, summarize_similarity(flagged, ["conv1"]), SETTINGS, {"conv1": subspace_layer})
+    assert few["note"].str.contains(iv.SUBSPACE_UNDERSAMPLED, regex=False).all()
+    assert not few["note"].str.contains("input blocks").any()
     # replicates of other rows than the table's (a stale file) are refused, not mixed in
     moved = frame.assign(s=frame["s"] + 0.01 * (frame["eps"] == 0.5))
     with pytest.raises(ValueError, match=r"s\(eps=0.5\) replicates of conv1 seed0-seed1 were computed on other rows"):

@@ -388,6 +388,8 @@ def frame_intervals(frame: pd.DataFrame, by: Sequence[str], value: str, settings
 
 SUBSPACE_FIXED = "s(eps) per pair from row samples; their spread is s_std_repeats"
 SUBSPACE_INPUTS = "inputs: blocks of probe inputs resampled within each repeat's row sample"
+SUBSPACE_UNDERSAMPLED = ("undersampled layer: a resample repeats inputs, which lowers the rows' rank and "
+                         "inflates s(eps) (its spread over row samples is s_std_repeats)")
 
 
 def _subspace_fields(frame: pd.DataFrame, settings: Settings, replicates: Mapping[str, LayerReplicates],
@@ -398,6 +400,12 @@ def _subspace_fields(frame: pd.DataFrame, settings: Settings, replicates: Mappin
     for (layer, eps), group in frame.groupby(["layer", "eps"], sort=False):
         values = {(str(x), str(y)): v for x, y, v in zip(group["a"], group["b"], group["s"])}
         rep, stored = replicates.get(layer), subspace_measure(eps)
+        undersampled = "undersampled" in group and bool(group["undersampled"].astype(bool).any())
+        if undersampled:
+            # a replicate repeats some inputs and leaves others out: fewer distinct rows, a lower
+            # rank, so s(eps) rises; where rows per unit are already few that rise is most of the
+            # spread (the default's fc1: bootstrap bias +0.12 at eps 0.3, interval [0, 0.72] around 0.006)
+            rep = None
         if rep is not None and stored in rep.measures and all(rep.has(stored, x, y) for x, y in values):
             for (x, y), value in values.items():
                 if abs(rep.value(stored, x, y) - value) > 1e-9:
@@ -413,7 +421,7 @@ def _subspace_fields(frame: pd.DataFrame, settings: Settings, replicates: Mappin
                 fields[f"{prefix}note"] += f"; {SUBSPACE_INPUTS}"
         else:
             fields = pair_fields(values, settings, "subspace", untrained=[str(u) for u in untrained],
-                                 fixed=SUBSPACE_FIXED, prefix=prefix)
+                                 fixed=SUBSPACE_UNDERSAMPLED if undersampled else SUBSPACE_FIXED, prefix=prefix)
         rows.append({"layer": layer, "eps": eps, **fields})
     return pd.DataFrame(rows, columns=["layer", "eps", f"{prefix}lo", f"{prefix}hi", f"{prefix}note"])
 
