@@ -18,6 +18,10 @@ machine):
 4. With ``--activations``: the same comparison on real activations, a wide layer made of the
    conv2-conv4 units of two trained nets per side (rows are the paired probe positions), where
    simple matches are large and the proof rarely applies.
+5. With ``--trained-layer A.h5 B.h5 LAYER``: the bar itself on one layer of two trained networks
+   (e.g. ResNet-18's ``layer4.1``, 512 units, from ``benchmarks/pipeline_cost.py``'s run), on the
+   first row draw of the `subspace` rule (``sample_size`` rows), at the schema's defaults: wall and
+   CPU time of the search alone, with ``--threads`` torch threads.
 
 Inputs for 1-3 are planted shared subspaces (``convergent.subspace_testing.planted_pair``) with per-block
 noise drawn around ε, so Algorithm 1 needs several passes and Algorithm 2 real cascades; the
@@ -126,6 +130,40 @@ def real_layer(folder: Path):
     return side((0, 2)), side((1, 3))
 
 
+def trained_layer_bar(path_a: str, path_b: str, layer_name: str, threads: int, device: str) -> None:
+    """Issue #14's bar on a trained layer: simple matches at the schema's defaults, the search
+    alone (Gram and Algorithm 1 timed apart), wall and CPU seconds."""
+    from convergent.activations import read_samples
+    from convergent.subspace_layers import row_draws
+
+    torch.set_num_threads(threads)
+    cfg = defaults()
+    X = read_samples(path_a, layer_name).astype(np.float64)
+    Y = read_samples(path_b, layer_name).astype(np.float64)
+    rows = row_draws(len(X), cfg["sample_size"], 1, cfg["sample_seed"], layer_name)[0]
+    if rows is not None:
+        X, Y = X[rows], Y[rows]
+    eps_list = cfg["simple_eps"] if cfg["simple_eps"] is not None else cfg["eps"]
+    print(f"{layer_name}: {X.shape[1]}+{Y.shape[1]} units, d={len(X)} rows, simple_eps={eps_list}, "
+          f"restarts={cfg['restarts']}, {threads} torch threads, device={device}")
+    wall, cpu = time.perf_counter(), time.process_time()
+    P = SubspaceProblem(X, Y, device=device)
+    P.similarity_curve(eps_list)
+    print(f"  Gram and Algorithm 1: {time.perf_counter() - wall:.1f} s wall, {time.process_time() - cpu:.1f} s CPU")
+    total_wall = total_cpu = 0.0
+    for eps in eps_list:
+        wall, cpu = time.perf_counter(), time.process_time()
+        sm = P.simple_matches(eps, restarts=cfg["restarts"], seed=0)
+        w, c = time.perf_counter() - wall, time.process_time() - cpu
+        total_wall, total_cpu = total_wall + w, total_cpu + c
+        stats = P.last_engine_stats
+        print(f"  eps={eps:g}: |M|={sm.max_match.match.size}, {len(sm.matches)} distinct simple matches, "
+              f"{stats.proved} proved, {stats.searched} searched: {w:.1f} s wall, {c:.1f} s CPU")
+    verdict = "meets" if total_wall <= 120 else "misses"
+    print(f"simple matches of {layer_name} at the defaults: {total_wall:.1f} s wall, {total_cpu:.1f} s CPU; "
+          f"{verdict} the bar (<= 120 s on 2 CPU cores), ratio {total_wall / 120:.2f}x the bar")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n1", type=int, default=256, help="units per net, Algorithm 1")
@@ -142,7 +180,12 @@ def main() -> None:
     ap.add_argument("--activations", type=Path, help="a run's activations folder (4 seeds)")
     ap.add_argument("--real-eps", type=float, nargs="+", default=[0.3, 0.5])
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
+    ap.add_argument("--trained-layer", nargs=3, metavar=("A_H5", "B_H5", "LAYER"),
+                    help="two trained networks' activation files and a layer: the bar on real data only")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads for --trained-layer")
     a = ap.parse_args()
+    if a.trained_layer:
+        return trained_layer_bar(*a.trained_layer, threads=a.threads, device=a.device)
     if a.quick:
         a.n1, a.d1, a.n2, a.d2, a.n3, a.d3, a.sample = 48, 1000, 24, 200, 64, 1000, 8
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
