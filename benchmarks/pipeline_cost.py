@@ -152,12 +152,14 @@ SCALING = {
     # block cross-products of every pair and baseline, then the replicates
     "bootstrap": ("(pairs + baselines) x d x n^2",
                   lambda s, L: (s.pairs + s.seeds * s.untrained) * s.rows(L) * L.units ** 2),
-    # Algorithm 1 on every replicate's Gram matrix (Cholesky solves of up to 2n x 2n) for the
-    # s(eps) table's pairs, after one pass of block cross-products over the rows
-    "bootstrap_subspace": ("(pairs + baselines) x (replicates x (2n)^3 + d x (2n)^2)",
+    # Algorithm 1 on every replicate's Gram matrix of every repeat's rows (Cholesky solves of up
+    # to 2n x 2n) for the s(eps) table's pairs, after block cross-products over those rows;
+    # undersampled layers skip it (a job of seconds), which this law does not know
+    "bootstrap_subspace": ("(pairs + baselines) x repeats x (subspace_replicates x (2n)^3 + d x (2n)^2)",
                            lambda s, L: (s.pairs + _baselines(s, "subspace"))
-                           * (s.get("statistics", "replicates", 1000) * (2 * L.units) ** 3
-                              + s.rows(L) * (2 * L.units) ** 2)),
+                           * (1 if L.kind == "vector" else s.get("subspace", "repeats", 16))
+                           * (s.get("statistics", "subspace_replicates", 200) * (2 * L.units) ** 3
+                              + min(s.rows(L), s.get("subspace", "sample_size", 10_000)) * (2 * L.units) ** 2)),
     # every interpolated network: BN statistics reset, then scored on the held-out images
     "connectivity": ("alphas x (eval + reset images) x MACs/image",
                      lambda s, L: s.get("connectivity", "alphas", 21)

@@ -306,3 +306,37 @@ def test_too_large_layers_keep_no_input_replicates(nets):
     assert layer.n_blocks == 0 and "max_block_bytes" in layer.block_note and not layer.permutation
     ci = iv.mean_interval({p: layer.value("matching", *p) for p in PAIRS}, SETTINGS, layer, "matching")
     assert ci.over == "seeds"
+
+
+@pytest.mark.parametrize("min_rows_per_unit", [2, 1000])
+def test_bootstrap_subspace_step_reproduces_the_subspace_rule_and_skips_undersampled_layers(
+        nets, tmp_path, min_rows_per_unit):
+    """The rules as Snakemake calls them: `subspace` writes s(eps) per pair, `bootstrap_subspace`
+    stores replicates whose estimate is exactly that s(eps), or none where the layer is undersampled."""
+    from types import SimpleNamespace
+
+    from convergent.steps import bootstrap_subspace, subspace as subspace_step
+    from convergent.subspace_results import read_pair_result
+
+    pairs = [*PAIRS, *BASELINE]
+    results = [tmp_path / f"{a}-{b}.h5" for a, b in pairs]
+    sub = {"eps": list(SUBSPACE_EPS), **SUBSPACE_SAMPLE, "simple_eps": [], "restarts": 1,
+           "min_rows_per_unit": min_rows_per_unit, "device": "cpu"}
+    acts = SimpleNamespace(acts=list(nets.values()))
+    subspace_step.main(acts, SimpleNamespace(h5=results),
+                       SimpleNamespace(cfg=sub, layer="conv1", nets=list(nets), pairs=pairs, simple_pairs=[]), [])
+    out = tmp_path / "replicates.h5"
+    cfg = {k: CFG[k] for k in ("seed", "blocks", "max_block_bytes", "interval")} | {"subspace_replicates": 100}
+    bootstrap_subspace.main(SimpleNamespace(acts=list(nets.values()), results=results), SimpleNamespace(replicates=out),
+                            SimpleNamespace(cfg=cfg, subspace=sub, layer="conv1", nets=list(nets), pairs=PAIRS,
+                                            baseline=BASELINE), [])
+    stored = rp.LayerReplicates.load(out)
+    assert stored.pairs == [rp.pair_name(a, b) for a, b in pairs] and stored.replicates == 100
+    if min_rows_per_unit == 1000:  # 120 rows for 10 units: flagged by the subspace rule
+        assert read_pair_result(results[0]).undersampled
+        assert stored.measures == [] and "undersampled layer" in stored.block_note
+        return
+    for path, (a, b) in zip(results, pairs):
+        r = read_pair_result(path)
+        for k, eps in enumerate(SUBSPACE_EPS):
+            assert stored.value(rp.subspace_measure(eps), a, b) == pytest.approx(r.similarity[:, k].mean(), abs=1e-12)

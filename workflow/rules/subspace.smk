@@ -90,6 +90,8 @@ rule bootstrap_subspace:
         replicates=f"{OUT}/statistics/subspace/{{layer}}.h5",
     input:
         acts=[activations(net) for net in SUBSPACE_NETS],
+        # undersampled layers (the subspace rule's flag) get no replicates over inputs
+        results=[SUBSPACE_FILES["{layer}", a, b] for a, b in SUBSPACE_PAIRS + SUBSPACE_BASELINE],
     params:
         code=code("bootstrap_subspace"),
         cfg=section("statistics", keep=("seed", "subspace_replicates", "blocks", "max_block_bytes", "interval")),

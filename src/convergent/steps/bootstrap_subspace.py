@@ -3,17 +3,34 @@ seed pair and baseline pair of the s(eps) table (convergent.replicates): blocks 
 (the `bootstrap` rule's partition) resampled within each repeat's rows of the `subspace` rule, so
 the estimate is that rule's s(eps) and the table's intervals are over seeds and inputs."""
 
+import numpy as np
+
 from convergent.activations import layer_attrs, read_image_index
-from convergent.replicates import layer_replicates, subspace_measure
+from convergent.replicates import LayerReplicates, layer_replicates, pair_name, subspace_measure
 
 
 def main(inputs, outputs, params, log):
     from convergent.activations import read_positions
     from convergent.subspace_layers import row_draws
+    from convergent.subspace_results import read_pair_result
 
     paths = dict(zip(params.nets, inputs.acts, strict=True))
     first = inputs.acts[0]
     sub, layer = params.subspace, params.layer
+    flagged = [r for r in map(read_pair_result, inputs.results) if r.undersampled]
+    if flagged:
+        # the s(eps) table keeps undersampled layers' intervals over seeds only (a resample's repeated
+        # inputs lower the rank and inflate s), so their replicates would cost and never be read
+        r = flagged[0]
+        note = (f"undersampled layer ({r.a}-{r.b}: {r.rows_per_unit:.1f} rows per live unit, below "
+                f"{r.min_rows_per_unit:g}): s(eps) not resampled over inputs")
+        pairs = [pair_name(a, b) for a, b in [*params.pairs, *params.baseline]]
+        R = int(params.cfg["subspace_replicates"])
+        LayerReplicates(layer, int(params.cfg["seed"]), R, 0, pairs, [], np.empty((0, len(pairs))),
+                        np.empty((0, len(pairs), R)), np.empty((0, len(pairs), 1)), np.ones((R, 1), np.int64),
+                        np.zeros(len(read_image_index(first)), np.int64), note).save(outputs.replicates)
+        print(f"{layer}: {note}")
+        return
     positions = read_positions(first, layer)
     n_rows = len(positions) if positions is not None else len(read_image_index(first))
     vector = layer_attrs(first, layer)["kind"] == "vector"  # Wang's fc case: every probe input, one repeat
