@@ -167,8 +167,10 @@ def test_profiles_size_only_rules_that_exist():
     """A renamed rule would silently lose its GPU, memory and runtime on the cluster."""
     import yaml
 
-    rules = {m.group(1) for smk in (REPO / "workflow" / "rules").glob("*.smk")
-             for m in re.finditer(r"^(?:rule|checkpoint)\s+(\w+)\s*:", smk.read_text(), flags=re.M)}
+    rules = {m.group(1) or m.group(2) for smk in (REPO / "workflow" / "rules").glob("*.smk")
+             for m in re.finditer(r"^(?:(?:rule|checkpoint)\s+(\w+)\s*:|use\s+rule\s+\w+\s+as\s+(\w+))",
+                                  smk.read_text(), flags=re.M)}
+    assert "figure_li2016_fig4" in rules  # made by `use rule figure_li2016_fig2 as figure_li2016_fig4`
     for name in ("slurm", "workstation"):
         profile = yaml.safe_load((REPO / "workflow" / "profiles" / name / "config.yaml").read_text())
         named = set(profile.get("set-resources") or {}) | set(profile.get("set-threads") or {})
