@@ -23,9 +23,9 @@ LAYERS = ["hidden_states.2", "mlp1"]
 def lm_config(workdir, seeds) -> dict:
     return {
         "experiment": "lm",
-        "seeds": [0, 1],
+        "seeds": sorted(seeds),
         "untrained_seeds": [7],
-        "checkpoints": {"0": str(seeds[0]), "1": str(seeds[1])},
+        "checkpoints": {str(seed): str(path) for seed, path in seeds.items()},
         "dataset": {"name": "text", "path": str(workdir / "probe.txt"), "probe_passages": 30, "max_length": 20},
         "model": {"huggingface": str(seeds[0]),
                   "layers": ["hidden_states.2", {"layer": "encoder.layer.1.intermediate", "name": "mlp1"}]},
@@ -45,11 +45,11 @@ TARGETS = ([f"results/lm/figures/li2016_fig2_{layer}.png" for layer in LAYERS]
 @pytest.fixture(scope="module")
 def lm_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("lm_run")
-    seeds = family(workdir / "models", "bert", seeds=(0, 1))
+    seeds = family(workdir / "models", "bert", seeds=(0, 1, 2))  # 3 pairs: intervals over seeds too
     write_text(workdir / "probe.txt", 40)
     configfile = write_config(workdir, lm_config(workdir, seeds))
     jobs = planned_jobs(workdir, configfile)
-    assert jobs["import_checkpoint"] == 2 and jobs["untrained"] == 1 and "train" not in jobs
+    assert jobs["import_checkpoint"] == 3 and jobs["untrained"] == 1 and "train" not in jobs
     # image-only stages are not planned for text; the cluster figures show units by their tokens
     assert jobs["figure_li2016_cluster_units"] == 1 and "stitch" not in jobs and "connectivity" not in jobs
     snakemake(workdir, configfile=configfile, timeout=1500)  # the whole DAG (rule all)
