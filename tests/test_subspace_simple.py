@@ -111,6 +111,27 @@ def test_proof_then_batched_engine_as_on_cuda():
         assert all(same(a, b) for a, b in zip(cuda_like, P._alg2(0.5, base, vs, orders))), seed
 
 
+def test_runs_shared_out_to_worker_processes_give_the_same_matches():
+    """``workers``: the runs searched in full go to spawned processes that rebuild the engine from
+    the Gram matrix; every run's result, the simple matches and their counts are the same as in
+    one process, and progress still reaches every run."""
+    X, Y = case(9)  # real-like: most runs need the full search
+    P = SubspaceProblem(X, Y, device="cpu")
+    n = P.nx + P.ny
+    rng = np.random.default_rng(2)
+    vs = list(range(n)) * 4
+    orders = [list(rng.permutation(n)) for _ in vs]
+    base = P._max_masks_cached(0.5)
+    one = SimpleMatchEngine(P, 0.5, base).run_many(vs, orders, prove=False)
+    seen = []
+    shared = SimpleMatchEngine(P, 0.5, base).run_many(vs, orders, prove=False, workers=2,
+                                                     progress=lambda done, total: seen.append(done))
+    assert all(same(a, b) for a, b in zip(one, shared))
+    assert sum(r is not None for r in one) >= 5 and seen[-1] == len(vs)
+    single, split = P.simple_matches(0.5, restarts=3, seed=1), P.simple_matches(0.5, restarts=3, seed=1, workers=2)
+    assert split.matches == single.matches and split.counts == single.counts
+
+
 def test_kill_sets_are_single_removal_cascades():
     """K[u] is what removing u alone from the maximum match takes with it: the maximum match
     minus Algorithm 1's result on the universe without u (computed from scratch)."""

@@ -271,12 +271,12 @@ class SubspaceProblem:
     # ---- Algorithm 2 --------------------------------------------------------------------
     def _alg2(self, eps: float, base: tuple[np.ndarray, np.ndarray], vs: Sequence[int],
               orders: Sequence[Sequence[int]], *, prove: bool = True, batched: bool | None = None,
-              progress=None) -> list[tuple[np.ndarray, np.ndarray] | None]:
+              progress=None, workers: int = 1) -> list[tuple[np.ndarray, np.ndarray] | None]:
         """Algorithm 2 for each (v, order) (internal ids) from the maximum match ``base`` of the
         universe: boolean masks over live X and Y, or None ("failure"). Runs the kill-set proof
         settles cost nothing more; the others are searched one by one on the CPU, or together
         as one batched tensor program (``batched``, default on CUDA; the same sets either way,
-        :mod:`convergent.subspace_simple`)."""
+        :mod:`convergent.subspace_simple`); on the CPU, ``workers`` processes share them out."""
         from convergent.subspace_simple import SimpleMatchEngine, single_threaded
 
         if batched is None:
@@ -284,7 +284,7 @@ class SubspaceProblem:
         with single_threaded():
             engine = SimpleMatchEngine(self, eps, base)
             if not batched:
-                out = engine.run_many(vs, orders, prove=prove, progress=progress)
+                out = engine.run_many(vs, orders, prove=prove, progress=progress, workers=workers)
                 self.last_engine_stats = engine.stats
                 return out
             out, rest = engine.settle(vs, orders, prove=prove, progress=progress)
@@ -330,18 +330,19 @@ class SubspaceProblem:
         return runs
 
     def min_matches(self, vs: Sequence[Neuron] | None, eps: float, *, order="random",
-                    seed=None, restarts: int = 1, progress=None) -> list[SubspaceMatch | None]:
+                    seed=None, restarts: int = 1, progress=None, workers: int = 1) -> list[SubspaceMatch | None]:
         """Algorithm 2 for many neurons at once, ``restarts`` runs per neuron.
 
         ``vs=None`` means every live neuron. With ``order="random"`` each run draws its own
         permutation from one generator seeded by ``seed``; results are listed restart-major.
         ``progress``: None, True (a tqdm bar) or ``callable(done, total)`` as runs finish.
+        ``workers``: processes that share the runs searched in full (the same results).
         """
         eps = self._check_eps(eps)
         runs = self._runs(vs, order, seed, restarts)
         res = self._alg2(eps, self._max_masks_cached(eps), [i for _, i, _ in runs],
                          [o for _, _, o in runs], prove=len(runs) > 1,
-                         progress=_progress_callback(progress, "Algorithm 2 runs"))
+                         progress=_progress_callback(progress, "Algorithm 2 runs"), workers=workers)
         out: list = [None] * (len(self._names(vs)) * restarts)
         for (slot, _, _), masks in zip(runs, res):
             out[slot] = None if masks is None else self._to_match(*masks)
@@ -396,14 +397,15 @@ class SubspaceProblem:
             found.append(new)
 
     def simple_matches(self, eps: float, *, method: str = "random", restarts: int = 1,
-                       seed=0, budget: int = 1000, progress=None) -> SimpleMatches:
+                       seed=0, budget: int = 1000, progress=None, workers: int = 1) -> SimpleMatches:
         """All simple matches (Theorem 10: the v-minimal matches over all v, de-duplicated).
 
         ``method="random"`` is §5.2's estimate: randomized Algorithm 2, ``restarts`` runs per
         neuron of the maximum match. ``method="exhaustive"`` runs Algorithm 3 for every neuron
         (``budget`` Algorithm-2 calls per neuron; ``complete`` says whether all finished).
         ``progress``: None, True (a tqdm bar) or ``callable(done, total)``, counted in runs
-        (random) or neurons (exhaustive).
+        (random) or neurons (exhaustive). ``workers`` (random): processes that share the runs
+        searched in full; the same matches for any number.
         """
         eps = self._check_eps(eps)
         mm = self.max_match(eps)
@@ -412,7 +414,7 @@ class SubspaceProblem:
         complete = False
         if method == "random":
             for m in self.min_matches(vs, eps, order="random", seed=seed, restarts=restarts,
-                                      progress=progress):
+                                      progress=progress, workers=workers):
                 if m is not None:
                     counts[m] = counts.get(m, 0) + 1
         elif method == "exhaustive":

@@ -47,7 +47,7 @@ def compare_layer(X, Y, *, layer: str, a: str = "a", b: str = "b", kind: str = "
                   eps_grid: Sequence[float] = EPS_GRID, sample_size: int | None = 10_000,
                   repeats: int = 16, seed: int = 0, simple_eps: Sequence[float] = (),
                   restarts: int = 1, min_rows_per_unit: float = MIN_ROWS_PER_UNIT,
-                  device="auto", atol: float = DEFAULT_ATOL, progress=None) -> PairResult:
+                  device="auto", atol: float = DEFAULT_ATOL, progress=None, workers: int = 1) -> PairResult:
     """Wang §5 for one layer of two networks: s(ε) over the grid, averaged over ``repeats``
     draws of ``sample_size`` rows for conv layers (all rows for fc layers, or when there are
     fewer), and simple matches by randomized Algorithm 2 (``restarts`` runs per neuron, §5.2)
@@ -59,7 +59,8 @@ def compare_layer(X, Y, *, layer: str, a: str = "a", b: str = "b", kind: str = "
 
     ``X``/``Y``: ``[n_rows, n_units]`` activations with paired rows (all positions of a conv
     layer as rows). ``progress``: None, True (tqdm bars) or ``callable(stage, done, total)``,
-    called as repeats and Algorithm-2 runs finish.
+    called as repeats and Algorithm-2 runs finish. ``workers``: processes that share the
+    simple-match runs (the same matches for any number).
     """
     X, Y = np.asarray(X), np.asarray(Y)
     eps = np.asarray([float(e) for e in eps_grid])
@@ -100,7 +101,7 @@ def compare_layer(X, Y, *, layer: str, a: str = "a", b: str = "b", kind: str = "
                 stage = (f"simple matches at eps={float(ep):g}, Algorithm 2 runs ({size} neurons"
                          f" x {restarts} restarts)")
                 sm = P.simple_matches(float(ep), restarts=restarts, seed=seed,
-                                      progress=_stage_progress(progress, stage))
+                                      progress=_stage_progress(progress, stage), workers=workers)
                 xs = np.zeros((len(sm.matches), X.shape[1]), bool)
                 ys = np.zeros((len(sm.matches), Y.shape[1]), bool)
                 for k, m in enumerate(sm.matches):

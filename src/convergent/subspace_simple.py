@@ -331,7 +331,7 @@ class SimpleMatchEngine:
     """
 
     def __init__(self, problem, eps: float, base: tuple[np.ndarray, np.ndarray]):
-        G = problem.G.detach().cpu().numpy()
+        G = problem.G.detach().cpu().numpy() if hasattr(problem.G, "detach") else np.asarray(problem.G)
         nx = problem.nx
         self.nx, self.ny = nx, problem.ny
         self.Gxx = G[:nx, :nx]
@@ -455,18 +455,48 @@ class SimpleMatchEngine:
         return out, rest
 
     def run_many(self, vs: Sequence[int], orders: Sequence[Sequence[int]], *,
-                 prove: bool = True, progress: Progress | None = None):
+                 prove: bool = True, progress: Progress | None = None, workers: int = 1):
         """Algorithm 2 for each (v, order) (internal ids). ``prove=False`` searches every run in
-        full (the slow path, for tests and benchmarks)."""
+        full (the slow path, for tests and benchmarks). ``workers`` > 1: the runs left for a full
+        search are shared out to that many processes (each run is exact on its own, so the
+        results are the same whatever the split)."""
         t0 = time.perf_counter()
         out, rest = self.settle(vs, orders, prove=prove, progress=progress)
         self.stats.searched += len(rest)
-        for n, k in enumerate(rest):
-            out[k] = self.search(vs[k], orders[k])
-            if progress is not None:
-                progress(len(vs) - len(rest) + n + 1, len(vs))
+        if workers > 1 and len(rest) >= 2 * workers:
+            found = self._search_in_processes([(vs[k], orders[k]) for k in rest], workers,
+                                              lambda n: progress(len(vs) - len(rest) + n, len(vs)) if progress else None)
+            for k, masks in zip(rest, found):
+                out[k] = masks
+        else:
+            for n, k in enumerate(rest):
+                out[k] = self.search(vs[k], orders[k])
+                if progress is not None:
+                    progress(len(vs) - len(rest) + n + 1, len(vs))
         self.stats.seconds += time.perf_counter() - t0
         return out
+
+    def _search_in_processes(self, runs: list[tuple[int, Sequence[int]]], workers: int, report) -> list:
+        """Full searches of ``runs`` in ``workers`` fresh processes ("spawn": a forked child of a
+        process whose torch/OpenMP threads ran may hang), each rebuilding this engine once from
+        the Gram matrix; results in the order of ``runs``, ``report(done)`` as chunks finish.
+        Written by hand because a run is one long chain of small solves: threads would contend
+        for the GIL, and the runs are independent, so processes scale."""
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        G = np.block([[self.Gxx, self.Gxy], [self.Gxy.T, self.Gyy]])
+        chunk = max(1, len(runs) // (8 * workers))  # several chunks per worker: balance and progress
+        chunks = [runs[i:i + chunk] for i in range(0, len(runs), chunk)]
+        found: list = []
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_start_worker,
+                                 initargs=(G, self.nx, self.ny, self.thr, self.base)) as pool:
+            for part in pool.map(_search_chunk, chunks):
+                found.extend(part)
+                if report is not None:
+                    report(len(found))
+        return found
 
     def _prove(self, vs, orders, todo, out) -> list[bool]:
         """Settle runs by the kill-set proof (module docstring); fills ``out`` for those."""
@@ -540,3 +570,21 @@ class SimpleMatchEngine:
         st = self._search(st, (vside, vid), [u for u in order if u in members])
         fx, fy = st.members()
         return np.r_[fx, fy + self.nx]
+
+
+# ---- worker processes (SimpleMatchEngine._search_in_processes) ------------------------------
+_WORKER_ENGINE: "SimpleMatchEngine | None" = None
+
+
+def _start_worker(G: np.ndarray, nx: int, ny: int, thr: float, base) -> None:
+    from types import SimpleNamespace
+
+    global _WORKER_ENGINE
+    # the engine's threshold is eps^2 + atol: eps 0 and atol thr give the parent's bit for bit
+    problem = SimpleNamespace(G=G, nx=nx, ny=ny, atol=thr)
+    _WORKER_ENGINE = SimpleMatchEngine(problem, 0.0, base)
+
+
+def _search_chunk(runs):
+    with single_threaded():
+        return [_WORKER_ENGINE.search(v, order) for v, order in runs]

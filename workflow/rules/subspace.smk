@@ -37,6 +37,7 @@ rule subspace:
         nets=SUBSPACE_NETS,
         pairs=SUBSPACE_PAIRS + SUBSPACE_BASELINE,
         simple_pairs=SUBSPACE_PAIRS[:1] if SUBSPACE["simple_pairs"] == "first" else SUBSPACE_PAIRS,
+        threads=lambda wc, threads: threads,  # processes for the simple-match runs
     log:
         f"{OUT}/logs/subspace/{{layer}}.log",
     benchmark:

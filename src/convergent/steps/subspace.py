@@ -6,8 +6,8 @@ its pairs, and small layers take milliseconds per pair, so per-pair jobs would m
 their time starting Python. Conv layers: s(ε) is averaged over `repeats` draws of `sample_size`
 positions (the same rows for every pair; token layers alike); vector layers use every probe input. Simple matches
 (randomized Algorithm 2, `restarts` runs per neuron, §5.2) are computed for the trained pairs in
-`simple_pairs` only, on the first draw, and only where the draw has `min_rows_per_unit` rows per
-live unit (fewer rows make s(ε) a property of the sample: flagged in the results, warned here).
+`simple_pairs` only, on the first draw, shared out to the job's `threads` processes, and only where
+the draw has `min_rows_per_unit` rows per live unit (fewer rows make s(ε) a property of the sample: flagged in the results, warned here).
 
 The log says which pair and which stage it is in, with a rate and the time left, as it goes.
 """
@@ -50,7 +50,7 @@ def main(inputs, outputs, params, log):
                 sample_size=cfg["sample_size"], repeats=cfg["repeats"], seed=cfg["sample_seed"],
                 simple_eps=simple_eps if (a, b) in with_simple else (), restarts=cfg["restarts"],
                 min_rows_per_unit=cfg["min_rows_per_unit"], device=cfg["device"],
-                progress=progress)
+                progress=progress, workers=getattr(params, "threads", 1))
         for w in caught:
             print(f"WARNING: {w.message}", flush=True)
         write_pair_result(result, path)
