@@ -30,7 +30,7 @@ from convergent import statistics as st
 from convergent.replicates import LayerReplicates
 
 __all__ = ["Settings", "load_replicates", "pair_mean", "mean_interval", "describe", "interval_fields", "frame_intervals",
-           "subspace_intervals", "tests_table", "seeds_needed_table", "TEST_MEASURES", "settings_of", "pair_fields",
+           "subspace_intervals", "subspace_table", "tests_table", "seeds_needed_table", "TEST_MEASURES", "settings_of", "pair_fields",
            "net_fields", "merge_notes", "split_pair", "summary_rows"]
 
 #: the measures the tests table compares: Li et al.'s mean matching correlation and linear CKA
@@ -59,7 +59,7 @@ class Settings:
         (the `bootstrap_subspace` replicates, seeds and inputs), else ``replicates`` (seeds only)."""
         settings = cls.from_config(cfg)
         n = int(cfg.get("subspace_replicates") or 0)
-        return cls(n, settings.seed, settings.level, settings.method, settings.correct) if n else settings
+        return replace(settings, replicates=n) if n else settings
 
     @property
     def label(self) -> str:
@@ -424,6 +424,17 @@ def _subspace_fields(frame: pd.DataFrame, settings: Settings, replicates: Mappin
                                  fixed=SUBSPACE_UNDERSAMPLED if undersampled else SUBSPACE_FIXED, prefix=prefix)
         rows.append({"layer": layer, "eps": eps, **fields})
     return pd.DataFrame(rows, columns=["layer", "eps", f"{prefix}lo", f"{prefix}hi", f"{prefix}note"])
+
+
+def subspace_table(results: Sequence, replicates: Sequence, layers: Sequence[str], cfg: Mapping) -> pd.DataFrame:
+    """Wang et al.'s s(ε) table with its intervals, as the table and Fig. 1 show it: the `subspace`
+    rule's pair files ``results`` (trained and baseline pairs), the `bootstrap_subspace` files
+    ``replicates`` (one per layer of ``layers``, or none) and the `statistics` keys ``cfg``."""
+    from convergent.subspace_results import read_pair_result, similarity_frame, summarize_similarity
+
+    frame = similarity_frame(read_pair_result(p) for p in results)
+    return subspace_intervals(frame, summarize_similarity(frame, list(layers)), Settings.for_subspace(cfg),
+                              load_replicates(list(layers), replicates))
 
 
 def subspace_intervals(frame: pd.DataFrame, table: pd.DataFrame, settings: Settings,

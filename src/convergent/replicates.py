@@ -103,6 +103,15 @@ class LayerReplicates:
     def value(self, measure: str, a: str, b: str) -> float:
         return float(self.estimate[self.measures.index(measure), self.pairs.index(pair_name(a, b))])
 
+    @classmethod
+    def not_resampled(cls, layer: str, seed: int, replicates: int, pairs: Sequence[str], n_inputs: int,
+                      note: str) -> "LayerReplicates":
+        """A layer's file with no measures and no draws over inputs: ``note`` says why, and the
+        tables read it as intervals over seeds only."""
+        P = len(pairs)
+        return cls(layer, seed, replicates, 0, list(pairs), [], np.empty((0, P)), np.empty((0, P, replicates)),
+                   np.empty((0, P, 1)), np.ones((replicates, 1), np.int64), np.zeros(n_inputs, np.int64), note)
+
     def save(self, path: str | os.PathLike) -> None:
         with atomic_output(path) as tmp, h5py.File(tmp, "w") as h5:
             h5.attrs.update({"format": FORMAT, "layer": self.layer, "seed": self.seed,
@@ -220,6 +229,7 @@ def layer_replicates(paths: dict[str, str | os.PathLike], pairs: Sequence[tuple[
         n_blocks = fit
     input_block = bl.input_blocks(n_inputs, max(n_blocks, 1), seed=seed)
     row_block = bl.row_blocks(files[0], layer, input_block)
+    block_of_row = row_block if n_blocks else np.zeros(len(row_block), int)  # one block: inputs not resampled
     acts = {n: read_samples(paths[n], layer) for n in nets}
     measures = list(measures)
     names = [pair_name(a, b) for a, b in pairs]
@@ -233,7 +243,7 @@ def layer_replicates(paths: dict[str, str | os.PathLike], pairs: Sequence[tuple[
     bca = cfg.get("interval") == "bca"
     leave_one_out = 1 - np.eye(B, dtype=np.int64)
     for p, (a, b) in enumerate(pairs):
-        blocks = bl.PairBlocks.from_rows(acts[a], acts[b], row_block if n_blocks else np.zeros(len(row_block), int), B)
+        blocks = bl.PairBlocks.from_rows(acts[a], acts[b], block_of_row, B)
         weights = np.vstack([np.ones((1, B), np.int64), draws if n_blocks else np.empty((0, 1), np.int64),
                              leave_one_out if n_blocks and bca else np.empty((0, B), np.int64)])
         wanted = [m for m in measures if (a, b) not in baseline_pairs or m in baseline_measures]
@@ -248,7 +258,7 @@ def layer_replicates(paths: dict[str, str | os.PathLike], pairs: Sequence[tuple[
                 progress = None if log is None else RateLog(
                     f"{layer} {pair_name(a, b)} s(eps) replicates, repeat {k + 1}/{len(repeats)}", file=sys.stdout)
                 part = blocks if rows is None else bl.PairBlocks.from_rows(
-                    acts[a][rows], acts[b][rows], (row_block if n_blocks else np.zeros(len(row_block), int))[rows], B)
+                    acts[a][rows], acts[b][rows], block_of_row[rows], B)
                 curves += part.subspace_curves(weights, eps, progress)
             curves /= len(repeats)
             out.update({m: curves[:, k] for k, m in enumerate(grid)})

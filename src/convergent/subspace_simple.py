@@ -464,8 +464,9 @@ class SimpleMatchEngine:
         out, rest = self.settle(vs, orders, prove=prove, progress=progress)
         self.stats.searched += len(rest)
         if workers > 1 and len(rest) >= 2 * workers:
-            found = self._search_in_processes([(vs[k], orders[k]) for k in rest], workers,
-                                              lambda n: progress(len(vs) - len(rest) + n, len(vs)) if progress else None)
+            done = len(vs) - len(rest)
+            report = None if progress is None else (lambda n: progress(done + n, len(vs)))
+            found = self._search_in_processes([(vs[k], orders[k]) for k in rest], workers, report)
             for k, masks in zip(rest, found):
                 out[k] = masks
         else:

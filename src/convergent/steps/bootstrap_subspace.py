@@ -3,8 +3,6 @@ seed pair and baseline pair of the s(eps) table (convergent.replicates): blocks 
 (the `bootstrap` rule's partition) resampled within each repeat's rows of the `subspace` rule, so
 the estimate is that rule's s(eps) and the table's intervals are over seeds and inputs."""
 
-import numpy as np
-
 from convergent.activations import layer_attrs, read_image_index
 from convergent.replicates import LayerReplicates, layer_replicates, pair_name, subspace_measure
 
@@ -25,10 +23,8 @@ def main(inputs, outputs, params, log):
         note = (f"undersampled layer ({r.a}-{r.b}: {r.rows_per_unit:.1f} rows per live unit, below "
                 f"{r.min_rows_per_unit:g}): s(eps) not resampled over inputs")
         pairs = [pair_name(a, b) for a, b in [*params.pairs, *params.baseline]]
-        R = int(params.cfg["subspace_replicates"])
-        LayerReplicates(layer, int(params.cfg["seed"]), R, 0, pairs, [], np.empty((0, len(pairs))),
-                        np.empty((0, len(pairs), R)), np.empty((0, len(pairs), 1)), np.ones((R, 1), np.int64),
-                        np.zeros(len(read_image_index(first)), np.int64), note).save(outputs.replicates)
+        LayerReplicates.not_resampled(layer, int(params.cfg["seed"]), int(params.cfg["subspace_replicates"]), pairs,
+                                      len(read_image_index(first)), note).save(outputs.replicates)
         print(f"{layer}: {note}")
         return
     positions = read_positions(first, layer)

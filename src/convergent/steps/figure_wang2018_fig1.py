@@ -8,18 +8,14 @@ and marked † (their s(ε) is inflated by the sample)."""
 import matplotlib.pyplot as plt
 import numpy as np
 
-from convergent.intervals import Settings, load_replicates, subspace_intervals
+from convergent.intervals import subspace_table
 from convergent.plotting import save_figure
-from convergent.subspace_results import read_pair_result, similarity_frame, summarize_similarity
+from convergent.subspace_results import read_pair_result
 
 
 def main(inputs, outputs, params, log):
     layers = list(params.layers)
-    results = [read_pair_result(p) for p in [*inputs.pairs, *inputs.baseline]]
-    frame = similarity_frame(results)
-    settings = Settings.for_subspace(params.statistics)
-    table = subspace_intervals(frame, summarize_similarity(frame, layers), settings,
-                               load_replicates(layers, inputs.replicates))
+    table = subspace_table([*inputs.pairs, *inputs.baseline], inputs.replicates, layers, params.statistics)
     fig, ax = plt.subplots(figsize=(max(4.5, 0.6 * len(layers) + 2), 3.6))
     x = np.arange(len(layers))
     colors = plt.get_cmap("viridis")(np.linspace(0, 0.9, table["eps"].nunique()))
@@ -45,7 +41,7 @@ def main(inputs, outputs, params, log):
             ax.axvspan(i - 0.4, i + 0.4, color="0.85", zorder=0, lw=0)
     if flagged:
         ratio = table.groupby("layer")["rows_per_unit"].min()
-        least = max(r.min_rows_per_unit for r in results)
+        least = max(read_pair_result(p).min_rows_per_unit for p in inputs.pairs)
         ax.fill_between([], [], color="0.85",
                         label=f"† under {least:g} rows per unit: s(ε) inflated\n  by the sample ("
                         + ", ".join(f"{k}: {ratio[k]:.1f}" for k in layers if k in flagged) + ")")
@@ -56,8 +52,9 @@ def main(inputs, outputs, params, log):
     ax.set_ylabel("maximum matching similarity s(ε)")
     ax.set_ylim(-0.03, 1.03)
     n_pairs = int(table["pairs"].max())
-    ax.set_title(f"Wang et al. Fig. 1: mean over {n_pairs} seed pairs, band: {settings.level:.0%} interval "
-                 "over seeds", fontsize=9)
+    over = "seeds and probe inputs" if table["note"].str.contains("input blocks").any() else "seeds"
+    ax.set_title(f"Wang et al. Fig. 1: mean over {n_pairs} seed pairs, band: {table['level'].iloc[0]:.0%} interval "
+                 f"over {over}", fontsize=9)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     ax.grid(alpha=0.3)
     save_figure(fig, outputs, dpi=params.figures["dpi"])

@@ -6,16 +6,13 @@ the resampled seeds, and with the probe inputs resampled too where the `bootstra
 replicates are given (`statistics.subspace_replicates` above 0; else `s_std_repeats` is the spread over row
 samples)."""
 
-from convergent.intervals import Settings, load_replicates, subspace_intervals
-from convergent.subspace_results import read_pair_result, similarity_frame, summarize_similarity
+from convergent.intervals import Settings, subspace_table
 from convergent.tables import write_table
 
 
 def main(inputs, outputs, params, log):
-    frame = similarity_frame(read_pair_result(p) for p in [*inputs.pairs, *inputs.baseline])
+    table = subspace_table([*inputs.pairs, *inputs.baseline], inputs.replicates, params.layers, params.statistics)
     settings = Settings.for_subspace(params.statistics)
-    replicates = load_replicates(list(params.layers), inputs.replicates)
-    table = subspace_intervals(frame, summarize_similarity(frame, list(params.layers)), settings, replicates)
     stem = str(outputs.csv)[: -len(".csv")]
     write_table(table, stem, caption="Maximum matching similarity s(ε) per layer (Wang et al. 2018); "
                 "undersampled: fewer rows d than subspace.min_rows_per_unit per unit "
