@@ -21,7 +21,9 @@ machine):
 5. With ``--trained-layer A.h5 B.h5 LAYER``: the bar itself on one layer of two trained networks
    (e.g. ResNet-18's ``layer4.1``, 512 units, from ``benchmarks/pipeline_cost.py``'s run), on the
    first row draw of the `subspace` rule (``sample_size`` rows), at the schema's defaults: wall and
-   CPU time of the search alone, with ``--threads`` worker processes for the runs.
+   CPU time of the search alone, with ``--threads`` worker processes for the runs; and, on a
+   sample of the same runs, the one-by-one search (the engine's shortcuts off) beside it, with
+   identical sets.
 
 Inputs for 1-3 are planted shared subspaces (``convergent.subspace_testing.planted_pair``) with per-block
 noise drawn around ε, so Algorithm 1 needs several passes and Algorithm 2 real cascades; the
@@ -131,9 +133,12 @@ def real_layer(folder: Path):
     return side((0, 2)), side((1, 3))
 
 
-def trained_layer_bar(path_a: str, path_b: str, layer_name: str, threads: int, device: str) -> None:
+def trained_layer_bar(path_a: str, path_b: str, layer_name: str, threads: int, device: str,
+                      sample: int) -> None:
     """Issue #14's bar on a trained layer: simple matches at the schema's defaults, the search
-    alone (Gram and Algorithm 1 timed apart), wall and CPU seconds."""
+    alone (Gram and Algorithm 1 timed apart), wall and CPU seconds; then, on ``sample`` of the
+    same runs, the one-by-one search (every shortcut of the engine off: what the search was
+    before them) beside today's, which must return identical sets."""
     from convergent.activations import read_samples
     from convergent.subspace_layers import row_draws
 
@@ -163,10 +168,37 @@ def trained_layer_bar(path_a: str, path_b: str, layer_name: str, threads: int, d
         total_wall, total_cpu = total_wall + w, total_cpu + c
         stats = P.last_engine_stats
         print(f"  eps={eps:g}: |M|={sm.max_match.match.size}, {len(sm.matches)} distinct simple matches, "
-              f"{stats.proved} proved, {stats.searched} searched: {w:.1f} s wall, {c:.1f} s CPU")
+              f"{stats.proved} proved, {stats.searched} searched ({stats.trials} trials, {stats.chunks} "
+              f"chunks accepted whole, {stats.known_stops} stopped at a known rejection): "
+              f"{w:.1f} s wall, {c:.1f} s CPU")
+        one_by_one_vs_today(P, eps, cfg["restarts"], sample)
     verdict = "meets" if total_wall <= 120 else "misses"
     print(f"simple matches of {layer_name} at the defaults: {total_wall:.1f} s wall, {total_cpu:.1f} s CPU; "
           f"{verdict} the bar (<= 120 s on 2 CPU cores), ratio {total_wall / 120:.2f}x the bar")
+
+
+def one_by_one_vs_today(P, eps: float, restarts: int, sample: int) -> None:
+    """The same ``sample`` runs (drawn at random) through the one-by-one search and today's, in
+    this process: CPU seconds per run and whether every set is identical."""
+    runs = P._runs(P.max_match(eps).match.neurons(), "random", 0, restarts)
+    if not runs or sample <= 0:
+        return
+    pick = np.random.default_rng(1).choice(len(runs), min(sample, len(runs)), replace=False)
+    vs, orders = [runs[k][1] for k in pick], [runs[k][2] for k in pick]
+    base = P._max_masks_cached(eps)
+    seconds, found = {}, {}
+    with single_threaded():
+        for name, shortcuts in (("one by one", dict(block=False, known_rejections=False, chunks=False)),
+                                ("today", {})):
+            engine = SimpleMatchEngine(P, eps, base, **shortcuts)
+            t = time.process_time()
+            found[name] = engine.run_many(vs, orders, prove=False)
+            seconds[name] = (time.process_time() - t) / len(pick)
+    same = all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+               for a, b in zip(found["one by one"], found["today"]))
+    print(f"    {len(pick)} sampled runs: one-by-one search {1000 * seconds['one by one']:.0f} ms per run, "
+          f"today {1000 * seconds['today']:.0f} ms per run (CPU), ratio "
+          f"{seconds['one by one'] / seconds['today']:.1f}x; identical sets={same}")
 
 
 def main() -> None:
@@ -188,9 +220,12 @@ def main() -> None:
     ap.add_argument("--trained-layer", nargs=3, metavar=("A_H5", "B_H5", "LAYER"),
                     help="two trained networks' activation files and a layer: the bar on real data only")
     ap.add_argument("--threads", type=int, default=2, help="worker processes for --trained-layer's runs")
+    ap.add_argument("--one-by-one-sample", type=int, default=20,
+                    help="runs per eps timed through the one-by-one search too (--trained-layer)")
     a = ap.parse_args()
     if a.trained_layer:
-        return trained_layer_bar(*a.trained_layer, threads=a.threads, device=a.device)
+        return trained_layer_bar(*a.trained_layer, threads=a.threads, device=a.device,
+                                 sample=a.one_by_one_sample)
     if a.quick:
         a.n1, a.d1, a.n2, a.d2, a.n3, a.d3, a.sample = 48, 1000, 24, 200, 64, 1000, 8
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "

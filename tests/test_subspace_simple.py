@@ -47,10 +47,24 @@ def same(a, b):
         and np.array_equal(a[1], b[1]))
 
 
-def test_every_run_equals_the_batched_engine():
+# the search's shortcuts, each switched off alone and all together (every variant must give the
+# same sets): cascade rounds as blocks, stops at known rejections, chunks of candidates
+VARIANTS = {
+    "all shortcuts": dict(),
+    "rank-one rounds": dict(block=False),
+    "no known rejections": dict(known_rejections=False),
+    "one candidate at a time": dict(chunks=False),
+    "none": dict(block=False, known_rejections=False, chunks=False),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_run_equals_the_batched_engine(variant):
     """Algorithm 2 for every neuron (not only the maximum match's) in two random orders each,
-    through the proof path and the full search, against the batched engine: the same sets."""
+    through the proof path and the full search, against the batched engine: the same sets,
+    with the search's shortcuts on, or some of them off."""
     runs = proved = searched = nontrivial = 0
+    counts = np.zeros(3, int)
     for seed in range(36):
         X, Y = case(seed)
         P = SubspaceProblem(X, Y, device="cpu")
@@ -61,17 +75,62 @@ def test_every_run_equals_the_batched_engine():
             vs = list(range(n)) * 2
             orders = [list(rng.permutation(n)) for _ in vs]
             ref = batched_alg2(P, eps, base, vs, orders)
-            engine = SimpleMatchEngine(P, eps, base)
+            engine = SimpleMatchEngine(P, eps, base, **VARIANTS[variant])
             fast = engine.run_many(vs, orders)
             full = engine.run_many(vs, orders, prove=False)
             assert all(same(a, b) and same(a, c) for a, b, c in zip(ref, fast, full)), (seed, eps)
             runs += len(vs)
             size = base[0].sum() + base[1].sum()
             nontrivial += sum(r is not None and 2 < r[0].sum() + r[1].sum() < size for r in ref)
+            counts += engine.stats.counts()
         proved += engine.stats.proved
         searched += engine.stats.searched
     assert runs > 2500 and nontrivial > 500
     assert proved > 150 and searched > 800  # both paths were exercised
+    trials, chunks, known_stops = counts
+    options = VARIANTS[variant]
+    assert (chunks > 100) == options.get("chunks", True)  # the shortcuts ran where on
+    assert (known_stops > 20) == options.get("known_rejections", True)
+
+
+def shared_latent_layer(d, n, rank, seed):
+    """Two nets of n units each over one shared latent of ``rank`` dimensions, every unit with
+    its own noise (relative size 0.1-0.4, around ε): maximum matches of most units whose runs
+    first accept many removals in a row and then reject nearly every one, the shape of a
+    trained layer's runs."""
+    rng = np.random.default_rng(seed)
+    H = rng.standard_normal((d, rank))
+
+    def net():
+        S = H @ rng.standard_normal((rank, n))
+        N = rng.standard_normal((d, n))
+        return S / np.linalg.norm(S, axis=0) + rng.uniform(0.1, 0.4, n) * N / np.linalg.norm(N, axis=0)
+
+    return net(), net()
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_runs_on_a_wide_layer_equal_the_batched_engine(variant):
+    """Where the shortcuts matter (long runs of acceptances, then long cascades that end
+    without v), the runs searched in full return the batched engine's sets."""
+    X, Y = shared_latent_layer(600, 48, 12, seed=0)
+    P = SubspaceProblem(X, Y, device="cpu")
+    eps = 0.3
+    base = P._max_masks_cached(eps)
+    members = np.flatnonzero(np.r_[base[0], base[1]])
+    assert len(members) > 60
+    rng = np.random.default_rng(1)
+    vs = list(rng.choice(members, 12, replace=False))
+    orders = [list(rng.permutation(P.nx + P.ny)) for _ in vs]
+    engine = SimpleMatchEngine(P, eps, base, **VARIANTS[variant])
+    found = engine.run_many(vs, orders, prove=False)
+    ref = batched_alg2(P, eps, base, vs, orders)
+    assert all(same(a, b) for a, b in zip(ref, found))
+    sizes = [r[0].sum() + r[1].sum() for r in ref]
+    assert min(sizes) > 4 and max(sizes) < len(members)  # neither trivial nor the whole match
+    trials, chunks, known_stops = engine.stats.counts()
+    if variant == "all shortcuts":  # both shortcuts were taken in every run, on average
+        assert chunks >= len(vs) and known_stops > 5 * len(vs)
 
 
 def test_simple_matches_equal_the_reference_search():
