@@ -515,7 +515,10 @@ def profile_resources_of(rules: dict[str, pd.DataFrame]) -> dict[str, pd.DataFra
 # presets' own estimate (about 1-2 h per seed on one modern GPU for the CIFAR presets) with margin.
 GPU_THREADS = {"train": 8, "extract": 4}
 # subspace: the simple-match search is outside its law (it depends on how many neurons the maximum
-# match holds); at 512 units one epsilon of it took ~25 CPU-minutes in the measured run.
+# match holds, and how large its simple matches are). At 512 units one epsilon of it took ~25
+# CPU-minutes under oversubscribed threads, 2-3 with one thread per job, and ~2 since the search
+# tries chunks and stops at known rejections (docs/subspace.md); the floor is kept generous, since
+# layers whose simple matches are larger cost more.
 RUNTIME_FLOOR = {"subspace": 720}
 RUNTIME_CAP = 7 * 24 * 60  # a week, the longest most clusters allow
 GPU_RUNTIME = {"train": 720, "extract": 120}

@@ -49,9 +49,10 @@ current match minus one neuron; a removal only shrinks spans, so it is a rank-on
 threshold (the same greatest fixed point Algorithm 1 reaches in any removal order). When the
 removed neuron was in the basis, a dependent member with a component along the lost direction
 replaces it (a rank-one update), so dependent neurons (d < n, duplicates) need no special path.
-Simple matches (Algorithm 2 for every neuron of the maximum match, §5.2) mostly need no search
+Simple matches (Algorithm 2 for every neuron of the maximum match, §5.2) often need no search
 at all: a candidate is proved to be a run's result from the single-removal cascades of the
-maximum match, and the rest are searched lazily on a state that shrinks with the match
+maximum match, and the rest are searched lazily on a state that shrinks with the match, trying
+chunks of candidates at once and stopping cascades at neurons known to lose v
 (:mod:`convergent.subspace_simple`; on CUDA, as one batched tensor program,
 :mod:`convergent._subspace_batched`). Every path returns the same sets.
 
