@@ -289,12 +289,12 @@ class _State:
         MB = corr.rows(M, ks)
         if len(ks) == 1:
             piv = MB[0, ks[0]]
-            if not piv > 0:  # rounding at the edge of the basis: the rank-one path decides
+            if not piv > 0:  # the rank-one path says what is wrong
                 return self._drop_one_by_one(t, side, ks, watch)
             W = MB / np.sqrt(piv)
         else:
             c, info = lapack.dpotrf(MB[:, ks], lower=1, clean=1)
-            if info != 0:
+            if info != 0:  # rounding at the edge of the basis: one at a time, pivot by pivot
                 return self._drop_one_by_one(t, side, ks, watch)
             W = blas.dtrsm(1.0, c, MB, lower=1, overwrite_b=1)
         ins[ks] = False
@@ -335,6 +335,11 @@ class _State:
                 t.ndy -= 1
             return
         m = corr.rows(M, [k])[0]
+        if not m[k] > 0:  # NaN projections would never violate: a wrong set, silently
+            raise np.linalg.LinAlgError(
+                f"Algorithm 2: the inverse Gram matrix of the current match lost positive "
+                f"definiteness (pivot {m[k]:.3g}); its neurons are too close to dependent for "
+                f"float64 (raise the rows per unit or drop duplicated units)")
         b[k] = False
         corr.gone.append(np.array([k]))
         w = m / np.sqrt(m[k])
