@@ -58,13 +58,11 @@ VARIANTS = {
 }
 
 
-@pytest.mark.parametrize("variant", list(VARIANTS))
-def test_every_run_equals_the_batched_engine(variant):
-    """Algorithm 2 for every neuron (not only the maximum match's) in two random orders each,
-    through the proof path and the full search, against the batched engine: the same sets,
-    with the search's shortcuts on, or some of them off."""
-    runs = proved = searched = nontrivial = 0
-    counts = np.zeros(3, int)
+@pytest.fixture(scope="module")
+def every_run_cases():
+    """Per case and ε: the problem, the base match, every neuron in two random orders, and the
+    batched engine's sets for those runs (computed once for all variants)."""
+    cases = []
     for seed in range(36):
         X, Y = case(seed)
         P = SubspaceProblem(X, Y, device="cpu")
@@ -74,15 +72,26 @@ def test_every_run_equals_the_batched_engine(variant):
             base = P._max_masks_cached(eps)
             vs = list(range(n)) * 2
             orders = [list(rng.permutation(n)) for _ in vs]
-            ref = batched_alg2(P, eps, base, vs, orders)
-            engine = SimpleMatchEngine(P, eps, base, **VARIANTS[variant])
-            fast = engine.run_many(vs, orders)
-            full = engine.run_many(vs, orders, prove=False)
-            assert all(same(a, b) and same(a, c) for a, b, c in zip(ref, fast, full)), (seed, eps)
-            runs += len(vs)
-            size = base[0].sum() + base[1].sum()
-            nontrivial += sum(r is not None and 2 < r[0].sum() + r[1].sum() < size for r in ref)
-            counts += engine.stats.counts()
+            cases.append((seed, eps, P, base, vs, orders, batched_alg2(P, eps, base, vs, orders)))
+    return cases
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_every_run_equals_the_batched_engine(variant, every_run_cases):
+    """Algorithm 2 for every neuron (not only the maximum match's) in two random orders each,
+    through the proof path and the full search, against the batched engine: the same sets,
+    with the search's shortcuts on, or some of them off."""
+    runs = proved = searched = nontrivial = 0
+    counts = np.zeros(3, int)
+    for seed, eps, P, base, vs, orders, ref in every_run_cases:
+        engine = SimpleMatchEngine(P, eps, base, **VARIANTS[variant])
+        fast = engine.run_many(vs, orders)
+        full = engine.run_many(vs, orders, prove=False)
+        assert all(same(a, b) and same(a, c) for a, b, c in zip(ref, fast, full)), (seed, eps)
+        runs += len(vs)
+        size = base[0].sum() + base[1].sum()
+        nontrivial += sum(r is not None and 2 < r[0].sum() + r[1].sum() < size for r in ref)
+        counts += engine.stats.counts()
         proved += engine.stats.proved
         searched += engine.stats.searched
     assert runs > 2500 and nontrivial > 500
