@@ -93,6 +93,7 @@ REBUILD_UPDATES = 256
 MAX_COMPONENT = 64
 #: the most candidates of a run tried together (SimpleMatchEngine._search)
 MAX_CHUNK = 64
+_OTHER = {"x": "y", "y": "x"}
 
 
 _CONTROLLER = None
@@ -319,8 +320,7 @@ class _State:
 
     def _violates(self, t: _Trial, side: str, watch: int) -> bool:
         """Whether neuron ``watch`` of the side opposite ``side`` violates in the trial."""
-        proj = t.q if side == "x" else t.p
-        return proj[watch] < 1.0 - self.eng.thr
+        return self._side(t, side)[-1][watch] < 1.0 - self.eng.thr
 
     def _remove(self, t: _Trial, side: str, k: int) -> None:
         """Remove member k of one side from the trial's match (rank-one correction of that
@@ -380,7 +380,7 @@ class _State:
         thr = self.eng.thr
         t = _Trial(self)
         vside, vk = stop if stop is not None else (None, -1)
-        other = {"x": "y", "y": "x"}
+        other = _OTHER
         check = []  # sides whose projections fell since they were last checked
         for side in ("x", "y"):
             ks = np.asarray(drop.get(side, ()), dtype=np.intp)
@@ -442,13 +442,13 @@ class _Run:
         self.known = ({"x": self.rejected["x"][st.xs], "y": self.rejected["y"][st.ys]}
                       if self.eng.known_rejections else None)
 
-    def _where(self, u: int) -> tuple[str, int]:
-        """(side, compact index in the state, or -1) of internal id u."""
+    def _where(self, u: int) -> tuple[str, int, int]:
+        """(side, index within the side, compact index in the state or -1) of internal id u."""
         side, j = ("x", u) if u < self.eng.nx else ("y", u - self.eng.nx)
-        return side, int(self.pos[side][j])
+        return side, j, int(self.pos[side][j])
 
     def alive(self, u: int) -> bool:
-        side, k = self._where(u)
+        side, _, k = self._where(u)
         return k >= 0 and bool((self.st.inx if side == "x" else self.st.iny)[k])
 
     def next_alive(self, cands: Sequence[int], i: int, size: int) -> tuple[list[int], int]:
@@ -474,7 +474,7 @@ class _Run:
             st = self.st
             drop = {"x": [], "y": []}
             for u in chunk:
-                side, k = self._where(u)
+                side, _, k = self._where(u)
                 drop[side].append(k)
             vside, vid = self.v
             t = st.trial(drop, (vside, int(self.pos[vside][vid])), self.known)
@@ -487,8 +487,8 @@ class _Run:
                     self._index(new)
                 return True
         if len(chunk) == 1:
-            side, k = self._where(chunk[0])
-            self.rejected[side][chunk[0] if side == "x" else chunk[0] - self.eng.nx] = True
+            side, j, k = self._where(chunk[0])
+            self.rejected[side][j] = True
             if self.known is not None:
                 self.known[side][k] = True
             return False
